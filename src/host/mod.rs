@@ -1,0 +1,1 @@
+//! Host resources: tap devices, bridges, loop devices and device-mapper.

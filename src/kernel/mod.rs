@@ -1,0 +1,1 @@
+//! The kernel catalog: kernel bundles and what a VM needs to boot one.

@@ -1,0 +1,1 @@
+//! On-disk state: paths, configuration and the records of images, kernels and VMs.

@@ -1,0 +1,1 @@
+//! Virtual machines: records, lifecycle and the guest side.

@@ -1,0 +1,1 @@
+//! Drivers for virtual machine monitors (Firecracker, QEMU).
