@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod error;
 pub mod host;
 pub mod image;
 pub mod kernel;

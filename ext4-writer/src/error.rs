@@ -12,7 +12,10 @@ pub enum Error {
     InvalidName { name: Vec<u8>, reason: &'static str },
 
     /// The name is already taken in its directory.
-    #[error("an entry named {:?} already exists in the directory", String::from_utf8_lossy(name))]
+    #[error(
+        "an entry named {:?} already exists in the directory",
+        String::from_utf8_lossy(name)
+    )]
     AlreadyExists { name: Vec<u8> },
 
     /// An entry was added to, or looked up in, a node that is not a directory.
@@ -29,7 +32,11 @@ pub enum Error {
 
     /// File segments that overlap, are unsorted or run past the file size.
     #[error("invalid file segment at offset {file_offset} with length {len} for a file of {size} bytes; segments must be sorted, must not overlap and must end within the file")]
-    InvalidSegments { size: u64, file_offset: u64, len: u64 },
+    InvalidSegments {
+        size: u64,
+        file_offset: u64,
+        len: u64,
+    },
 
     /// An I/O error while reading content or writing the image.
     #[error("{context}: {source}")]

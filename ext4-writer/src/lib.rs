@@ -7,4 +7,6 @@ pub mod error;
 pub mod tree;
 
 pub use error::Error;
-pub use tree::{FileData, Metadata, Node, NodeId, NodeKind, ReadAt, Segment, Timestamp, Tree, Xattr};
+pub use tree::{
+    FileData, Metadata, Node, NodeId, NodeKind, ReadAt, Segment, Timestamp, Tree, Xattr,
+};

@@ -1,1 +1,2 @@
 //! On-disk state: paths, configuration and the records of images, kernels and VMs.
+pub mod paths;
