@@ -4,8 +4,9 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Runs banger with `args` in an environment free of the caller's BANGER_*
-/// settings, with the user config file pointed into `home`.
+/// Runs banger with `args`, HOME set to `home` and BANGER_CONFIG naming an
+/// empty file, so neither the caller's BANGER_* variables nor the machine's
+/// config files apply; `env` adds variables on top.
 fn banger(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_banger"));
     command.args(args).env_clear();

@@ -17,7 +17,7 @@ use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 
 /// Fixture tags with the media type of their image config and their layer
-/// count. The config media type tells an OCI manifest from a Docker schema-2
+/// count. The config media type distinguishes an OCI manifest from a Docker schema-2
 /// one, because OCI manifests may omit their own `mediaType`.
 const TAGS: &[(&str, &str, usize)] = &[
     ("minbase", IMAGE_CONFIG_MEDIA_TYPE, 1),
