@@ -329,3 +329,28 @@ fn version_exits_0() {
     assert!(output.status.success());
     assert!(stdout(&output).starts_with("banger "));
 }
+
+#[test]
+fn readme_lists_help_exit_codes() {
+    let home = tempfile::tempdir().unwrap();
+    let help = stdout(&banger(home.path(), &["--help"], &[]));
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+
+    // Help lines look like "  3  image, kernel or VM not found"; README
+    // rows look like "| 3 | image, kernel or VM not found |" with backticks.
+    let help_codes: Vec<(String, String)> = help
+        .lines()
+        .skip_while(|line| *line != "Exit codes:")
+        .skip(1)
+        .filter_map(|line| line.trim().split_once("  "))
+        .map(|(code, meaning)| (code.to_owned(), meaning.trim().to_owned()))
+        .collect();
+    assert!(help_codes.len() >= 8, "exit codes in --help:\n{help}");
+    for (code, meaning) in &help_codes {
+        let row = format!("| {code} | {meaning} |");
+        assert!(
+            readme.replace('`', "").contains(&row),
+            "README lacks the exit code row {row:?}"
+        );
+    }
+}

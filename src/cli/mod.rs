@@ -120,6 +120,15 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// Creates a failure from a message, for errors that have no enum of
+    /// their own.
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code,
+        }
+    }
+
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> ExitCode {
         self.code
