@@ -38,6 +38,34 @@ pub enum Error {
         len: u64,
     },
 
+    /// An xattr name with no namespace prefix that ext4 can store, or a
+    /// name ext4 cannot encode.
+    #[error("invalid xattr name {:?}: {reason}", String::from_utf8_lossy(name))]
+    InvalidXattrName { name: Vec<u8>, reason: String },
+
+    /// The same xattr name appears twice on one node.
+    #[error(
+        "xattr {:?} is set twice on one node; xattr names must be unique",
+        String::from_utf8_lossy(name)
+    )]
+    DuplicateXattr { name: Vec<u8> },
+
+    /// The xattrs of one node do not fit in the inode plus one xattr block.
+    #[error("the xattrs of a node need {required_bytes} bytes, but the inode and one xattr block hold at most {available_bytes} (largest value: {:?} with {largest_value_bytes} bytes); use a larger block size or smaller xattr values", String::from_utf8_lossy(largest_name))]
+    XattrsTooLarge {
+        required_bytes: usize,
+        available_bytes: usize,
+        largest_name: Vec<u8>,
+        largest_value_bytes: usize,
+    },
+
+    /// A POSIX ACL xattr value that is not a valid ACL in the VFS format.
+    #[error(
+        "invalid POSIX ACL in xattr {:?}: {reason}",
+        String::from_utf8_lossy(name)
+    )]
+    InvalidAcl { name: Vec<u8>, reason: String },
+
     /// An I/O error while reading content or writing the image.
     #[error("{context}: {source}")]
     Io {
