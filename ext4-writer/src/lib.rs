@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod source;
 pub mod tree;
 
 // NOTE: only tests call these modules until the writer core uses them.
