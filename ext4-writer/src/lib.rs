@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+#[cfg(feature = "tar")]
+pub mod tar;
 pub mod tree;
 
 pub use error::Error;
