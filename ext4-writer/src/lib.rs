@@ -5,6 +5,8 @@
 
 pub mod error;
 pub mod source;
+#[cfg(feature = "tar")]
+pub mod tar;
 pub mod tree;
 
 // NOTE: only tests call these modules until the writer core uses them.
