@@ -136,7 +136,7 @@ fn symlink_target(len: usize) -> Vec<u8> {
             if i % 50 == 49 {
                 b'/'
             } else {
-                b'a' + (i % 26) as u8
+                b"abcdefghijklmnopqrstuvwxyz"[i % 26]
             }
         })
         .collect()
@@ -196,10 +196,12 @@ fn names_of_255_arbitrary_bytes() {
     let mut names = Vec::new();
     for seed in 0u8..8 {
         let name: Vec<u8> = (0..255u32)
-            .map(|i| match (i as u8).wrapping_mul(31).wrapping_add(seed) {
-                0 | b'/' => b'\n',
-                byte => byte,
-            })
+            .map(
+                |i| match (i.to_le_bytes()[0]).wrapping_mul(31).wrapping_add(seed) {
+                    0 | b'/' => b'\n',
+                    byte => byte,
+                },
+            )
             .collect();
         tree.add(root, &name, file(&[seed]), meta(0o644)).unwrap();
         names.push(name);
