@@ -77,12 +77,16 @@ pub fn write_file(tree: &Tree, options: &Options, file: &File) -> Result<Report,
 /// NOTE: the size assumes every block of file data is written; blocks of
 /// zeros that become holes make the real minimum smaller.
 pub fn minimum_size(tree: &Tree, options: &Options) -> Result<u64, Error> {
-    let minimum = Sizing::Auto {
+    let prepared = prepare(tree, options, minimum_sizing())?;
+    Ok(prepared.geometry.blocks_count * u64::from(prepared.geometry.block_size))
+}
+
+/// Automatic sizing without headroom.
+fn minimum_sizing() -> Sizing {
+    Sizing::Auto {
         headroom_percent: 0,
         min_free_bytes: 0,
-    };
-    let prepared = prepare(tree, options, minimum)?;
-    Ok(prepared.geometry.blocks_count * u64::from(prepared.geometry.block_size))
+    }
 }
 
 fn write_inner<W: Write + Seek>(
@@ -210,20 +214,25 @@ fn choose_geometry(
             if let Some(last_group_start) = last_group_too_small(block_size, blocks) {
                 blocks = last_group_start;
             }
-            let fits = match evaluate(block_size, blocks, inodes, options.journal) {
-                Ok((geometry, free, journal_blocks)) => (free
-                    >= content.blocks + u64::from(journal_blocks))
-                .then_some((geometry, journal_blocks)),
-                Err(Error::OutOfSpace { .. }) | Err(Error::TooManyInodes { .. }) => None,
-                Err(error) => return Err(error),
-            };
-            match fits {
-                Some(fit) => Ok(fit),
-                None => Err(Error::DoesNotFit {
-                    required_bytes: minimum_size(tree, options)?,
-                    available_bytes: bytes,
-                }),
+            // The default inode count follows mke2fs's bytes-per-inode ratio;
+            // when that leaves no room for the content, only the inodes the
+            // tree needs are made, which is what minimum_size assumes.
+            let required_inodes = inode_target(plan, options, minimum_sizing())?;
+            for inodes in [inodes, required_inodes] {
+                match evaluate(block_size, blocks, inodes, options.journal) {
+                    Ok((geometry, free, journal_blocks)) => {
+                        if free >= content.blocks + u64::from(journal_blocks) {
+                            return Ok((geometry, journal_blocks));
+                        }
+                    }
+                    Err(Error::OutOfSpace { .. }) | Err(Error::TooManyInodes { .. }) => {}
+                    Err(error) => return Err(error),
+                }
             }
+            Err(Error::DoesNotFit {
+                required_bytes: minimum_size(tree, options)?,
+                available_bytes: bytes,
+            })
         }
         Sizing::Auto {
             headroom_percent,
@@ -251,7 +260,9 @@ fn choose_geometry(
                     };
                 let needed = content.blocks + u64::from(journal_blocks);
                 let used = blocks - free + needed;
-                let headroom = (used * u64::from(headroom_percent) / 100).max(min_free_blocks);
+                let headroom = (used * u64::from(headroom_percent))
+                    .div_ceil(100)
+                    .max(min_free_blocks);
                 let target_free = needed + headroom;
                 if free >= target_free {
                     return Ok((geometry, journal_blocks));
