@@ -558,7 +558,6 @@ impl<W: Write + Seek> Writer<'_, W> {
             1
         };
         let blocks = if indexed {
-            // directory_blocks just checked that two levels suffice.
             htree::encode(
                 dot_dot,
                 &entries,
@@ -566,7 +565,14 @@ impl<W: Write + Seek> Writer<'_, W> {
                 &self.hash_seed,
                 seed,
             )
-            .unwrap_or_default()
+            .map_err(|leaf_blocks| Error::DirectoryTooLarge {
+                path: node.map_or_else(
+                    || "/lost+found".to_string(),
+                    |node| self.plan.path(self.tree, node),
+                ),
+                leaf_blocks,
+                max_leaf_blocks: htree::max_leaf_blocks(block_size as usize),
+            })?
         } else {
             dir::linear_blocks(dot_dot, &entries, block_size as usize, min_blocks, seed)
         };

@@ -185,3 +185,22 @@ fn write_to_seekable_buffer_matches_file() {
     let from_file = write_checked(&tree, &options);
     assert_eq!(bytes, std::fs::read(&from_file.path).unwrap());
 }
+
+#[test]
+fn fixed_size_zero_does_not_fit() {
+    for block_size in [ext4_writer::BlockSize::B1024, ext4_writer::BlockSize::B4096] {
+        for bytes in [0u64, 1, 4096, 20 * 1024] {
+            let options = Options {
+                block_size,
+                sizing: Sizing::Fixed { bytes },
+                ..Options::default()
+            };
+            let mut buffer = std::io::Cursor::new(Vec::new());
+            let error = ext4_writer::write(&empty_tree(), &options, &mut buffer).unwrap_err();
+            assert!(
+                matches!(error, ext4_writer::Error::DoesNotFit { .. }),
+                "{bytes} bytes: {error}"
+            );
+        }
+    }
+}
