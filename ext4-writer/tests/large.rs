@@ -243,3 +243,31 @@ fn shared_xattr_block_has_refcount() {
         "a small xattr stays in the inode"
     );
 }
+
+#[test]
+fn hashed_directory_with_high_bytes_in_names() {
+    // Bytes above 0x7f hash differently with signed and unsigned chars;
+    // e2fsck recomputes every hash with the superblock's signed flag.
+    let mut tree = empty_tree();
+    let root = tree.root();
+    let dir = tree
+        .add(root, b"high", NodeKind::directory(), meta(0o755))
+        .unwrap();
+    for index in 0..400u32 {
+        let mut name = vec![0xe9u8; 30];
+        name.extend(format!("{index}").bytes().map(|digit| digit | 0x80));
+        tree.add(dir, &name, NodeKind::Fifo, meta(0o644)).unwrap();
+    }
+    for block_size in [ext4_writer::BlockSize::B1024, ext4_writer::BlockSize::B4096] {
+        let options = Options {
+            block_size,
+            ..Options::default()
+        };
+        let image = write_checked(&tree, &options);
+        assert!(
+            debugfs(&image.path, "stat /high").contains("Flags: 0x81000"),
+            "indexed and extent-mapped"
+        );
+        assert_eq!(image.view().read_dir("/high").unwrap().count(), 402);
+    }
+}
