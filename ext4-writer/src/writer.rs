@@ -32,7 +32,7 @@ const CHUNK_BYTES: u64 = 1 << 20;
 /// blocks is dropped or grown, as mke2fs does.
 const MIN_LAST_GROUP_BLOCKS: u64 = 50;
 
-/// What was written.
+/// Summary of a written image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Report {
     pub size_bytes: u64,
@@ -71,11 +71,12 @@ pub fn write_file(tree: &Tree, options: &Options, file: &File) -> Result<Report,
     write_prepared(tree, prepared, file, false)
 }
 
-/// The smallest image size in bytes that holds `tree` with `options`,
-/// without headroom.
+/// Computes the smallest image size in bytes that fits `tree` with
+/// `options`, without headroom.
 ///
-/// NOTE: the size assumes every block of file data is written; blocks of
-/// zeros that become holes make the real minimum smaller.
+/// NOTE: the size assumes every block of file data is written and sizes
+/// extent trees for a worst case of splits, so blocks of zeros that become
+/// holes and contiguous files make the real minimum a little smaller.
 pub fn minimum_size(tree: &Tree, options: &Options) -> Result<u64, Error> {
     let prepared = prepare(tree, options, minimum_sizing())?;
     Ok(prepared.geometry.blocks_count * u64::from(prepared.geometry.block_size))
@@ -149,7 +150,7 @@ fn label_bytes(options: &Options) -> Result<[u8; 16], Error> {
     Ok(label)
 }
 
-/// The inode count to ask the geometry for.
+/// Picks the inode count to request from the geometry.
 fn inode_target(plan: &Plan, options: &Options, sizing: Sizing) -> Result<u64, Error> {
     let required = u64::from(plan.max_inode);
     if let Some(requested) = options.inode_count {
@@ -170,8 +171,8 @@ fn inode_target(plan: &Plan, options: &Options, sizing: Sizing) -> Result<u64, E
     })
 }
 
-/// A geometry of `blocks` blocks with its metadata placed: the geometry,
-/// the blocks left for content and the journal size.
+/// Lays out a geometry of `blocks` blocks with its metadata placed;
+/// returns the geometry, the blocks left for content and the journal size.
 fn evaluate(
     block_size: u32,
     blocks: u64,
@@ -190,7 +191,8 @@ fn evaluate(
     Ok((geometry, free, journal_blocks))
 }
 
-/// Whether the last group of `blocks` blocks is too small to keep.
+/// Checks whether the last group of `blocks` blocks is too small to keep,
+/// and returns its first block when it is.
 fn last_group_too_small(block_size: u32, blocks: u64) -> Option<u64> {
     let geometry = Geometry::new(block_size, blocks, 16).ok()?;
     let last = geometry.group_count - 1;
@@ -214,9 +216,9 @@ fn choose_geometry(
             if let Some(last_group_start) = last_group_too_small(block_size, blocks) {
                 blocks = last_group_start;
             }
-            // The default inode count follows mke2fs's bytes-per-inode ratio;
-            // when that leaves no room for the content, only the inodes the
-            // tree needs are made, which is what minimum_size assumes.
+            // The default inode count follows mke2fs's bytes-per-inode ratio.
+            // When that leaves no room for the content, only the inodes the
+            // tree needs are made, as minimum_size assumes.
             let required_inodes = inode_target(plan, options, minimum_sizing())?;
             for inodes in [inodes, required_inodes] {
                 match evaluate(block_size, blocks, inodes, options.journal) {
@@ -896,7 +898,8 @@ fn runs_to_extents(runs: &[(u64, u64)], logical: u32) -> Vec<Extent> {
     extents
 }
 
-/// The most extents that fit in `tree_blocks` extent tree blocks.
+/// Returns the maximum number of extents that fit in `tree_blocks`
+/// extent tree blocks.
 fn max_extents(tree_blocks: u64, block_size: u32) -> u64 {
     let (mut low, mut high) = (4u64, 1u64 << 32);
     while low < high {
@@ -910,7 +913,8 @@ fn max_extents(tree_blocks: u64, block_size: u32) -> u64 {
     low
 }
 
-/// Block ranges `[start, end)` that segments of `data` touch, merged.
+/// Lists the block ranges `[start, end)` that segments of `data` touch,
+/// merged.
 fn covered_ranges(data: &FileData, block_size: u64) -> Vec<(u64, u64)> {
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for segment in data.segments() {

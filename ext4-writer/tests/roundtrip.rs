@@ -32,7 +32,7 @@ enum Step {
 
 #[derive(Clone, Debug)]
 struct NodeSpec {
-    /// Which earlier directory holds it, by position among directories.
+    /// Position of the parent among the directories created before.
     parent: usize,
     name: Vec<u8>,
     step: Step,
