@@ -460,7 +460,12 @@ impl<W: Write + Seek> Writer<'_, W> {
                 self.used_dirs[group] += 1;
             }
             NodeKind::Regular(data) => {
-                let (extents, data_blocks) = self.write_regular(data)?;
+                // node is Some: the lost+found the writer adds is a directory.
+                let path = || {
+                    node.map(|node| self.plan.path(self.tree, node))
+                        .unwrap_or_default()
+                };
+                let (extents, data_blocks) = self.write_regular(data, path)?;
                 let (i_block, tree_blocks) = self.write_extent_tree(&extents, number)?;
                 inode.i_block = i_block;
                 inode.flags = inode::EXT4_EXTENTS_FL;
@@ -630,7 +635,11 @@ impl<W: Write + Seek> Writer<'_, W> {
         clippy::cast_possible_truncation,
         reason = "offsets inside the chunk buffer are below CHUNK_BYTES, and logical blocks fit 32 bits because file sizes are checked"
     )]
-    fn write_regular(&mut self, data: &FileData) -> Result<(Vec<Extent>, u64), Error> {
+    fn write_regular(
+        &mut self,
+        data: &FileData,
+        path: impl Fn() -> String,
+    ) -> Result<(Vec<Extent>, u64), Error> {
         let block_size = u64::from(self.block_size());
         let (covered, runs) = plan::covered_blocks(data, self.block_size());
         let planned_extents = runs + plan::extent_splits(covered, self.block_size());
@@ -672,8 +681,9 @@ impl<W: Write + Seek> Writer<'_, W> {
                     let source_offset = segment.source_offset + (start - segment.file_offset);
                     segment.source.read_exact_at(target, source_offset).map_err(|source| Error::Io {
                         context: format!(
-                            "failed to read {} bytes of file content at source offset {source_offset}",
-                            end - start
+                            "failed to read {} bytes of the content of {:?} at source offset {source_offset}",
+                            end - start,
+                            path()
                         ),
                         source,
                     })?;
