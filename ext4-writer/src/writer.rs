@@ -164,9 +164,15 @@ fn inode_target(plan: &Plan, options: &Options, sizing: Sizing) -> Result<u64, E
         return Ok(requested);
     }
     Ok(match sizing {
+        // Free space gets inodes too, at mke2fs's bytes-per-inode ratio.
         Sizing::Auto {
-            headroom_percent, ..
-        } => required + required * u64::from(headroom_percent) / 100,
+            headroom_percent,
+            min_free_bytes,
+        } => {
+            required
+                + (required * u64::from(headroom_percent) / 100)
+                    .max(min_free_bytes / BYTES_PER_INODE)
+        }
         Sizing::Fixed { bytes } => required.max(bytes / BYTES_PER_INODE),
     })
 }

@@ -204,3 +204,10 @@ fn fixed_size_zero_does_not_fit() {
         }
     }
 }
+
+#[test]
+fn auto_size_leaves_free_inodes() {
+    let image = write_checked(&tree_with_content(1000), &Options::default());
+    // The default 16 MiB of free space at 16 KiB per inode.
+    assert!(image.report.free_inodes >= 1024, "{:?}", image.report);
+}
