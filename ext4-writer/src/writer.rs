@@ -786,8 +786,10 @@ impl<W: Write + Seek> Writer<'_, W> {
                 block_bitmap.set_range(0, (cursor - first).min(count));
             }
             for (gap_first, gap_count) in self.allocator.gaps() {
-                if *gap_first >= first && *gap_first < first + count {
-                    block_bitmap.clear_range(gap_first - first, *gap_count);
+                let start = (*gap_first).max(first);
+                let end = (gap_first + gap_count).min(first + count);
+                if start < end {
+                    block_bitmap.clear_range(start - first, end - start);
                 }
             }
             block_bitmap.set_range(count, u64::from(geometry.blocks_per_group) - count);
