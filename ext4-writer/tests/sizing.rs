@@ -229,9 +229,16 @@ fn many_groups_with_one_kib_blocks() {
 #[test]
 fn descriptor_table_of_several_blocks() {
     // 160 groups of 128 MiB need three blocks of 64-byte descriptors.
-    let options = Options { sizing: Sizing::Fixed { bytes: 20 << 30 }, ..Options::default() };
+    let options = Options {
+        sizing: Sizing::Fixed { bytes: 20 << 30 },
+        ..Options::default()
+    };
     let image = write_checked(&tree_with_content(1 << 20), &options);
     assert_eq!(image.report.size_bytes, 20 << 30);
     let stats = debugfs(&image.path, "stats");
-    assert!(stats.contains("Group 159:"), "{}", &stats[..stats.len().min(500)]);
+    assert!(
+        stats.contains("Group 159:"),
+        "{}",
+        &stats[..stats.len().min(500)]
+    );
 }
