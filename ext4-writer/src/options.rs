@@ -13,7 +13,7 @@ pub enum BlockSize {
 }
 
 impl BlockSize {
-    /// The block size in bytes.
+    /// Returns the block size in bytes.
     pub fn bytes(self) -> u32 {
         match self {
             BlockSize::B1024 => 1024,
@@ -23,7 +23,7 @@ impl BlockSize {
     }
 }
 
-/// How the size of the filesystem is chosen.
+/// Rule that sets the size of the filesystem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Sizing {
     /// Content plus metadata, plus `headroom_percent` of that, and at least
@@ -106,8 +106,8 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The UUID and hash seed: given ones first, then ones derived from the
-    /// reproducible seed, then random ones.
+    /// Picks the UUID and hash seed: given ones first, then ones derived
+    /// from the reproducible seed, then random ones.
     pub(crate) fn identity(&self) -> ([u8; 16], [u8; 16]) {
         let (uuid_fallback, hash_fallback) = match self.reproducible {
             Some(reproducible) => (
@@ -125,7 +125,7 @@ impl Options {
         (uuid, self.hash_seed.unwrap_or(hash_fallback))
     }
 
-    /// Superblock time: the reproducible timestamp or now.
+    /// Returns the superblock time: the reproducible timestamp or now.
     pub(crate) fn now(&self) -> i64 {
         match self.reproducible {
             Some(reproducible) => reproducible.timestamp,
