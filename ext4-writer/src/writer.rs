@@ -20,7 +20,7 @@ use crate::options::{Options, Sizing};
 use crate::output::Output;
 use crate::plan::{self, ContentSize, Plan, FAST_SYMLINK_MAX};
 use crate::superblock::{self, JournalBackup, SuperblockFields, SUPERBLOCK_OFFSET};
-use crate::tree::{FileData, Metadata, NodeId, NodeKind, Timestamp, Tree};
+use crate::tree::{FileData, Metadata, NodeId, NodeKind, Segment, Timestamp, Tree};
 use crate::xattr;
 
 /// Bytes per inode that mke2fs reserves by default (`inode_ratio`), used
@@ -665,35 +665,10 @@ impl<W: Write + Seek> Writer<'_, W> {
             while chunk_start < range_end {
                 let chunk_blocks = (CHUNK_BYTES / block_size).min(range_end - chunk_start);
                 let byte_start = chunk_start * block_size;
-                let byte_end = byte_start + chunk_blocks * block_size;
                 buffer.clear();
                 buffer.resize((chunk_blocks * block_size) as usize, 0);
 
-                // Copy every segment part inside the chunk.
-                while first_segment < segments.len()
-                    && segments[first_segment].file_offset + segments[first_segment].len
-                        <= byte_start
-                {
-                    first_segment += 1;
-                }
-                for segment in &segments[first_segment..] {
-                    if segment.file_offset >= byte_end {
-                        break;
-                    }
-                    let start = segment.file_offset.max(byte_start);
-                    let end = (segment.file_offset + segment.len).min(byte_end);
-                    let target =
-                        &mut buffer[(start - byte_start) as usize..(end - byte_start) as usize];
-                    let source_offset = segment.source_offset + (start - segment.file_offset);
-                    segment.source.read_exact_at(target, source_offset).map_err(|source| Error::Io {
-                        context: format!(
-                            "failed to read {} bytes of the content of {:?} at source offset {source_offset}",
-                            end - start,
-                            path()
-                        ),
-                        source,
-                    })?;
-                }
+                fill_chunk(segments, &mut first_segment, byte_start, &mut buffer, &path)?;
 
                 // Runs of blocks to store: every block except holes of zeros.
                 let mut run: Option<(u64, usize)> = None;
@@ -929,6 +904,50 @@ fn max_extents(tree_blocks: u64, block_size: u32) -> u64 {
         }
     }
     low
+}
+
+/// Reads the parts of `segments` inside the chunk of file bytes that starts
+/// at `byte_start` into `buffer`, which is zeroed and as long as the chunk.
+/// `first_segment` skips segments that end before the chunk.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "offsets inside the chunk buffer are below CHUNK_BYTES"
+)]
+fn fill_chunk(
+    segments: &[Segment],
+    first_segment: &mut usize,
+    byte_start: u64,
+    buffer: &mut [u8],
+    path: &dyn Fn() -> String,
+) -> Result<(), Error> {
+    let byte_end = byte_start + buffer.len() as u64;
+    while *first_segment < segments.len()
+        && segments[*first_segment].file_offset + segments[*first_segment].len <= byte_start
+    {
+        *first_segment += 1;
+    }
+
+    for segment in &segments[*first_segment..] {
+        if segment.file_offset >= byte_end {
+            break;
+        }
+        let start = segment.file_offset.max(byte_start);
+        let end = (segment.file_offset + segment.len).min(byte_end);
+        let target = &mut buffer[(start - byte_start) as usize..(end - byte_start) as usize];
+        let source_offset = segment.source_offset + (start - segment.file_offset);
+        segment
+            .source
+            .read_exact_at(target, source_offset)
+            .map_err(|source| Error::Io {
+                context: format!(
+                    "failed to read {} bytes of the content of {:?} at source offset {source_offset}",
+                    end - start,
+                    path()
+                ),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Lists the block ranges `[start, end)` that segments of `data` touch,

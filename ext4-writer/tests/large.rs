@@ -271,3 +271,44 @@ fn hashed_directory_with_high_bytes_in_names() {
         assert_eq!(image.view().read_dir("/high").unwrap().count(), 402);
     }
 }
+
+#[test]
+fn unaligned_segments_share_blocks() {
+    let first: Arc<dyn ReadAt> = Arc::new(vec![1u8; 10_000]);
+    let second: Arc<dyn ReadAt> = Arc::new(vec![2u8; 10_000]);
+    let layout = [
+        (100u64, 100u64, &first),
+        (200, 4800, &second),
+        (5000, 3, &first),
+        (9000, 1, &second),
+        (1 << 20, 5000, &first),
+    ];
+    let segments: Vec<Segment> = layout
+        .iter()
+        .map(|(file_offset, len, source)| Segment {
+            file_offset: *file_offset,
+            len: *len,
+            source: Arc::clone(source),
+            source_offset: 17,
+        })
+        .collect();
+    let size = (1 << 20) + 6000;
+    let mut expected = vec![0u8; usize::try_from(size).unwrap()];
+    for (file_offset, len, source) in layout {
+        let value = if Arc::ptr_eq(source, &first) { 1 } else { 2 };
+        let start = usize::try_from(file_offset).unwrap();
+        let end = usize::try_from(file_offset + len).unwrap();
+        expected[start..end].fill(value);
+    }
+    let mut tree = empty_tree();
+    let root = tree.root();
+    tree.add(
+        root,
+        b"pieces",
+        NodeKind::Regular(FileData::from_segments(size, segments).unwrap()),
+        meta(0o644),
+    )
+    .unwrap();
+    let image = write_checked(&tree, &Options::default());
+    assert!(image.view().read("/pieces").unwrap() == expected);
+}
