@@ -197,6 +197,16 @@ fn evaluate(
     Ok((geometry, free, journal_blocks))
 }
 
+/// Counts the blocks of a journal of `journal_blocks` blocks with the
+/// extent tree blocks its splits at 32768 blocks and superblock copies may need.
+fn journal_footprint(journal_blocks: u32, block_size: u32) -> u64 {
+    if journal_blocks == 0 {
+        return 0;
+    }
+    let blocks = u64::from(journal_blocks);
+    blocks + extent::tree_blocks(1 + plan::extent_splits(blocks, block_size), block_size)
+}
+
 /// Checks whether the last group of `blocks` blocks is too small to keep,
 /// and returns its first block when it is.
 fn last_group_too_small(block_size: u32, blocks: u64) -> Option<u64> {
@@ -229,7 +239,8 @@ fn choose_geometry(
             for inodes in [inodes, required_inodes] {
                 match evaluate(block_size, blocks, inodes, options.journal) {
                     Ok((geometry, free, journal_blocks)) => {
-                        if free >= content.blocks + u64::from(journal_blocks) {
+                        let needed = content.blocks + journal_footprint(journal_blocks, block_size);
+                        if free >= needed {
                             return Ok((geometry, journal_blocks));
                         }
                     }
@@ -266,7 +277,7 @@ fn choose_geometry(
                         }
                         Err(error) => return Err(error),
                     };
-                let needed = content.blocks + u64::from(journal_blocks);
+                let needed = content.blocks + journal_footprint(journal_blocks, block_size);
                 let used = blocks - free + needed;
                 let headroom = (used * u64::from(headroom_percent))
                     .div_ceil(100)

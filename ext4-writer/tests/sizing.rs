@@ -242,3 +242,21 @@ fn descriptor_table_of_several_blocks() {
         &stats[..stats.len().min(500)]
     );
 }
+
+#[test]
+fn large_journal_gets_extent_tree() {
+    // From 2^25 blocks mke2fs picks a journal of 262144 blocks: eight
+    // extents of 32768, more than the four that fit in the inode.
+    let options = Options {
+        sizing: Sizing::Fixed { bytes: 200 << 30 },
+        ..Options::default()
+    };
+    let image = write_checked(&tree_with_content(1000), &options);
+    let journal = debugfs(&image.path, "stat <8>");
+    assert!(journal.contains("Size: 1073741824"), "{journal}");
+    let extents = debugfs(&image.path, "ex <8>");
+    assert!(
+        extents.contains(" 1/ 1 "),
+        "a leaf below the inode: {extents}"
+    );
+}
