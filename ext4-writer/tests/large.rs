@@ -243,3 +243,72 @@ fn shared_xattr_block_has_refcount() {
         "a small xattr stays in the inode"
     );
 }
+
+#[test]
+fn hashed_directory_with_high_bytes_in_names() {
+    // Bytes above 0x7f hash differently with signed and unsigned chars;
+    // e2fsck recomputes every hash with the superblock's signed flag.
+    let mut tree = empty_tree();
+    let root = tree.root();
+    let dir = tree
+        .add(root, b"high", NodeKind::directory(), meta(0o755))
+        .unwrap();
+    for index in 0..400u32 {
+        let mut name = vec![0xe9u8; 30];
+        name.extend(format!("{index}").bytes().map(|digit| digit | 0x80));
+        tree.add(dir, &name, NodeKind::Fifo, meta(0o644)).unwrap();
+    }
+    for block_size in [ext4_writer::BlockSize::B1024, ext4_writer::BlockSize::B4096] {
+        let options = Options {
+            block_size,
+            ..Options::default()
+        };
+        let image = write_checked(&tree, &options);
+        assert!(
+            debugfs(&image.path, "stat /high").contains("Flags: 0x81000"),
+            "indexed and extent-mapped"
+        );
+        assert_eq!(image.view().read_dir("/high").unwrap().count(), 402);
+    }
+}
+
+#[test]
+fn unaligned_segments_share_blocks() {
+    let first: Arc<dyn ReadAt> = Arc::new(vec![1u8; 10_000]);
+    let second: Arc<dyn ReadAt> = Arc::new(vec![2u8; 10_000]);
+    let layout = [
+        (100u64, 100u64, &first),
+        (200, 4800, &second),
+        (5000, 3, &first),
+        (9000, 1, &second),
+        (1 << 20, 5000, &first),
+    ];
+    let segments: Vec<Segment> = layout
+        .iter()
+        .map(|(file_offset, len, source)| Segment {
+            file_offset: *file_offset,
+            len: *len,
+            source: Arc::clone(source),
+            source_offset: 17,
+        })
+        .collect();
+    let size = (1 << 20) + 6000;
+    let mut expected = vec![0u8; usize::try_from(size).unwrap()];
+    for (file_offset, len, source) in layout {
+        let value = if Arc::ptr_eq(source, &first) { 1 } else { 2 };
+        let start = usize::try_from(file_offset).unwrap();
+        let end = usize::try_from(file_offset + len).unwrap();
+        expected[start..end].fill(value);
+    }
+    let mut tree = empty_tree();
+    let root = tree.root();
+    tree.add(
+        root,
+        b"pieces",
+        NodeKind::Regular(FileData::from_segments(size, segments).unwrap()),
+        meta(0o644),
+    )
+    .unwrap();
+    let image = write_checked(&tree, &Options::default());
+    assert!(image.view().read("/pieces").unwrap() == expected);
+}

@@ -10,7 +10,7 @@ fn file(bytes: &[u8]) -> NodeKind {
     NodeKind::Regular(FileData::from_bytes(bytes.to_vec()))
 }
 
-/// A tree with a few nodes of every kind.
+/// Builds a tree with a few nodes of every kind.
 fn mixed_tree() -> Tree {
     let mut tree = empty_tree();
     let root = tree.root();
@@ -128,8 +128,8 @@ fn small_block_sizes() {
     }
 }
 
-/// A symlink target of `len` bytes with a `/` every 50 bytes, so that no
-/// component is longer than a name.
+/// Makes a symlink target of `len` bytes with a `/` every 50 bytes, so
+/// that no component is longer than a name.
 fn symlink_target(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| {
@@ -406,7 +406,7 @@ fn directory_link_counts() {
     }
     let image = write_checked(&tree, &Options::default());
     assert!(debugfs(&image.path, "stat /p").contains("Links: 5"));
-    // The root holds p and lost+found.
+    // The root contains p and lost+found.
     assert!(debugfs(&image.path, "stat /").contains("Links: 4"));
 }
 
@@ -415,6 +415,7 @@ fn label_and_uuid_stored() {
     let options = Options {
         label: Some("rootfs".to_string()),
         uuid: Some([0x11; 16]),
+        hash_seed: Some([0x22; 16]),
         ..Options::default()
     };
     let image = write_checked(&empty_tree(), &options);
