@@ -293,6 +293,7 @@ fn unaligned_segments_share_blocks() {
         })
         .collect();
     let size = (1 << 20) + 6000;
+
     let mut expected = vec![0u8; usize::try_from(size).unwrap()];
     for (file_offset, len, source) in layout {
         let value = if Arc::ptr_eq(source, &first) { 1 } else { 2 };
