@@ -9,7 +9,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// zstd frame header (RFC 8878).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// How a layer blob is compressed.
+/// Compression format of a layer blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
     None,
@@ -40,8 +40,8 @@ impl Compression {
         }
     }
 
-    /// The compression an OCI or Docker layer media type declares, or `None`
-    /// for a media type that is not a layer.
+    /// Maps an OCI or Docker layer media type to the compression it
+    /// declares; returns `None` for a media type that is not a layer.
     pub fn from_media_type(media_type: &str) -> Option<Self> {
         match media_type {
             "application/vnd.oci.image.layer.v1.tar"

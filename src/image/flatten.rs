@@ -18,8 +18,8 @@ use crate::error::{Classify, ExitCode};
 /// Read buffer between the blob file and the decompressor.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
-/// Where a layer's bytes are: a whole blob file, or a byte range of a file
-/// such as a layer inside a `docker save` archive.
+/// Location of a layer's bytes: a whole blob file, or a byte range of a
+/// file such as a layer inside a `docker save` archive.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerSource {
     pub path: PathBuf,
@@ -29,7 +29,7 @@ pub struct LayerSource {
 }
 
 impl LayerSource {
-    /// The whole file at `path`.
+    /// Selects the whole file at `path`.
     pub fn file(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
@@ -121,7 +121,7 @@ pub fn flatten(layers: &[Layer], spool: &mut Spool) -> Result<Tree, FlattenError
     Ok(tree)
 }
 
-/// A layer's name for messages: its position and diff_id, or its file.
+/// Names a layer for messages by its position and diff_id, or its file.
 fn layer_name(index: usize, count: usize, layer: &Layer) -> String {
     match &layer.diff_id {
         Some(diff_id) => format!("layer {} of {count} ({diff_id})", index + 1),
@@ -196,8 +196,8 @@ fn parse_diff_id(diff_id: &str, layer: &str) -> Result<[u8; 32], FlattenError> {
 /// Applies one uncompressed layer tar to `tree`, reads `layer` to its end
 /// and returns the sha256 of all its bytes.
 ///
-/// Whiteouts: `.wh.NAME` removes `NAME` at once; `.wh..wh..opq` hides every
-/// child of its directory that this layer did not write, which is done
+/// Whiteouts: `.wh.NAME` removes `NAME` at once. `.wh..wh..opq` hides every
+/// child of its directory that this layer did not write, and this happens
 /// after the last entry so that the marker's position does not matter.
 /// Whiteout files themselves never enter the tree.
 ///
@@ -294,7 +294,8 @@ fn hide_lower_children(tree: &mut Tree, dir: NodeId, touched: &HashSet<(NodeId, 
         .collect();
     for (name, child) in children {
         if !touched.contains(&(dir, name.clone())) {
-            // `dir` is a directory, so unlinking one of its names cannot fail.
+            // `Tree::unlink` fails only when `dir` is not a directory, and
+            // `entries` listed this name in it.
             let _ = tree.unlink(dir, &name);
         } else if tree.node(child).kind.is_directory() {
             hide_lower_children(tree, child, touched);

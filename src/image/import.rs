@@ -64,7 +64,7 @@ pub enum ImportError {
     #[error("invalid image archive {path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
 
-    /// The archive holds several images and none or more than one match.
+    /// The archive contains several images and no tag picks one.
     #[error("{path} holds {count} images; choose one with a tag ({available})")]
     Ambiguous {
         path: PathBuf,
@@ -92,9 +92,9 @@ impl Classify for ImportError {
     }
 }
 
-/// Imports `path`: an OCI layout directory, or a file holding a docker
+/// Imports `path`: an OCI layout directory, or a file containing a docker
 /// archive, an OCI layout tar or a root-filesystem tar (gzip or zstd
-/// compressed or not). `tag` picks one image when the input holds several.
+/// compressed or not). `tag` picks one image when the input contains several.
 /// `scratch` is where a compressed archive is decompressed to.
 ///
 /// # Errors
@@ -193,9 +193,9 @@ fn import_tar_file(
 
 /// Files of an archive or layout: read small ones, locate large ones.
 trait Store {
-    /// The archive or directory, for messages.
+    /// Returns the archive or directory, for messages.
     fn origin(&self) -> &Path;
-    /// Where the member at `path` (relative, `/`-separated) is, or `None`.
+    /// Locates the member at `path` (relative, `/`-separated), or returns `None`.
     fn locate(&self, path: &str) -> Option<LayerSource>;
 
     fn contains(&self, path: &str) -> bool {
@@ -331,8 +331,8 @@ impl Store for TarStore {
     }
 }
 
-/// A member path made relative and clean, or `None` when it leaves the
-/// archive root (`..` past the top) or names the root.
+/// Makes a member path relative and clean; returns `None` when it leaves
+/// the archive root (`..` past the top) or names the root.
 fn normalize_member(path: &str) -> Option<String> {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
@@ -594,7 +594,7 @@ impl<S: Store> StoreDyn for S {
     }
 }
 
-/// The layout path of a blob: `blobs/sha256/HEX` for a valid digest.
+/// Maps a valid digest to its layout path, `blobs/sha256/HEX`.
 fn blob_path(digest: &str, origin: &Path) -> Result<String, ImportError> {
     let hex_digits = digest
         .strip_prefix("sha256:")

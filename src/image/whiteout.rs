@@ -9,7 +9,7 @@ const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// containerd and Docker skip.
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 
-/// What a layer entry's last path component means.
+/// Meaning of the last path component of a layer entry.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Whiteout<'a> {
     /// An ordinary name.
