@@ -1,6 +1,6 @@
-//! Layer flattening: whiteouts, opaque directories, replacement rules,
-//! symlinked parents and hard links, with small layers built in each test;
-//! bad input; and the real Debian fixture layers compared with the tree a
+//! Layer flattening with small layers built in each test: whiteouts, opaque
+//! directories, replacement rules, symlinked parents, hard links and bad
+//! input. The real Debian fixture layers are compared with the tree that a
 //! root `umoci unpack` made.
 
 mod image_support;

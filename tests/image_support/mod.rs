@@ -81,7 +81,7 @@ impl LayerBuilder {
         self
     }
 
-    /// A PAX global header, as `git archive` and Go's archive/tar write.
+    /// Appends a PAX global header, as `git archive` and Go's archive/tar write.
     pub fn global_header(mut self) -> Self {
         let records = b"52 comment=7c4f2dd0c0a1e8b4c1d1b5e0f0e6a1c2b3d4e5f6\n";
         let mut h = Self::header(EntryType::XGlobalHeader, 0o644, 0, records.len() as u64);
@@ -91,7 +91,7 @@ impl LayerBuilder {
         self
     }
 
-    /// The uncompressed tar.
+    /// Finishes the layer and returns the uncompressed tar.
     pub fn into_tar(self) -> Vec<u8> {
         self.builder.into_inner().unwrap()
     }
@@ -123,7 +123,7 @@ pub fn write_layer(dir: &Path, name: &str, blob: &[u8], tar: &[u8], media_type: 
     }
 }
 
-/// The node at `path` (relative to the root, `/`-separated).
+/// Looks up the node at `path` (relative to the root, `/`-separated).
 pub fn lookup(tree: &Tree, path: &str) -> Option<NodeId> {
     let mut node = tree.root();
     for name in path.split('/').filter(|c| !c.is_empty()) {
@@ -145,7 +145,7 @@ pub fn file_bytes(data: &FileData) -> Vec<u8> {
     out
 }
 
-/// The contents of the regular file at `path`; panics when it is missing or
+/// Reads the contents of the regular file at `path`, and panics when it is missing or
 /// not a regular file.
 pub fn content(tree: &Tree, path: &str) -> Vec<u8> {
     let id = lookup(tree, path).unwrap_or_else(|| panic!("{path} is missing"));
@@ -171,7 +171,7 @@ pub fn link_counts(tree: &Tree) -> HashMap<NodeId, u32> {
     counts
 }
 
-/// Every path of the tree, `./`-prefixed and sorted bytewise, with its node.
+/// Lists every path of the tree, `./`-prefixed and sorted bytewise, with its node.
 pub fn walk(tree: &Tree) -> Vec<(Vec<u8>, NodeId)> {
     let mut out = vec![(b".".to_vec(), tree.root())];
     let mut stack = vec![(b".".to_vec(), tree.root())];
@@ -190,7 +190,7 @@ pub fn walk(tree: &Tree) -> Vec<(Vec<u8>, NodeId)> {
     out
 }
 
-/// The tree in the format of the fixtures' expected/TAG.txt, which
+/// Lists the tree in the format of the fixtures' expected/TAG.txt, which
 /// build-images.sh makes with `find -printf '%p\t%y %#m %U:%G %s %n\t%l'`:
 /// `PATH<TAB>TYPE MODE UID:GID SIZE NLINK [-> TARGET]`, with `-` for the
 /// size and link count of directories.
