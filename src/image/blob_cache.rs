@@ -4,7 +4,7 @@
 //! A blob reaches `blobs/sha256/<hex>` only by rename from a temporary file
 //! in the same directory, after its size and sha256 were checked and the
 //! data fsynced. Nothing else ever writes there, so a file under its digest
-//! name holds the right bytes unless something outside banger changed it;
+//! name contains the right bytes unless something outside banger changed it;
 //! [`BlobCache::has`] also compares the size and treats a wrong one as
 //! missing. Writers of one digest are serialized by an `flock` on a lock file
 //! per digest, which works between processes and between handles of one
@@ -110,17 +110,17 @@ impl BlobCache {
         Ok(cache)
     }
 
-    /// The layout directory.
+    /// Returns the layout directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Where the blob with `digest` is stored, whether or not it is there.
+    /// Returns where the blob with `digest` is stored, whether or not it is there.
     pub fn path(&self, digest: &Digest) -> PathBuf {
         self.blobs_dir().join(digest.hex())
     }
 
-    /// Whether the blob is cached with `size` bytes. A file of another size
+    /// Checks whether the blob is cached with `size` bytes. A file of another size
     /// counts as missing and is replaced by the next write.
     pub fn has(&self, digest: &Digest, size: u64) -> Result<bool, CacheError> {
         let path = self.path(digest);
@@ -264,7 +264,7 @@ impl BlobCache {
         if self.has(digest, size)? {
             return Ok(BlobSlot::Cached);
         }
-        // With the lock held nobody else writes this digest, so temporary
+        // With the lock held no other writer touches this digest, so temporary
         // files left by a killed writer can go.
         self.remove_stale_temps(digest)?;
 

@@ -73,7 +73,6 @@ impl Progress {
         let label = short_digest(digest);
         let bar = (self.mode == ProgressMode::Bars).then(|| {
             let bar = self.bars.add(ProgressBar::new(size));
-            // The template is a constant and valid, so this cannot fail.
             let style = ProgressStyle::with_template(
                 "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
             )

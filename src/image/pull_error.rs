@@ -73,10 +73,10 @@ pub enum PullError {
         expected: u64,
     },
 
-    #[error("content of {what} {expected} of {reference} has sha256 {actual}; the registry sent wrong bytes, so nothing was cached")]
+    #[error("content of {kind} {expected} of {reference} has sha256 {actual}; the registry sent wrong bytes, so nothing was cached")]
     DigestMismatch {
         reference: String,
-        what: &'static str,
+        kind: &'static str,
         expected: Digest,
         actual: Digest,
     },
@@ -97,10 +97,10 @@ pub enum PullError {
         media_type: String,
     },
 
-    #[error("invalid {what} {digest} of {reference}: {reason}")]
+    #[error("invalid {kind} {digest} of {reference}: {reason}")]
     InvalidDocument {
         reference: String,
-        what: &'static str,
+        kind: &'static str,
         digest: Digest,
         reason: String,
     },

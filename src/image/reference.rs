@@ -1,9 +1,9 @@
 //! Image references, normalized as Docker normalizes them.
 //!
-//! `debian:bookworm` is `docker.io/library/debian:bookworm`; a first component
-//! with a `.` or a `:` or equal to `localhost` names a registry
-//! (`localhost:5000/app`, `127.0.0.1:5055/debian`); no tag and no digest means
-//! `:latest`; with a digest the tag is kept for display and the digest decides
+//! `debian:bookworm` is `docker.io/library/debian:bookworm`. A first component
+//! with a `.` or a `:`, or equal to `localhost`, names a registry
+//! (`localhost:5000/app`, `127.0.0.1:5055/debian`). No tag and no digest means
+//! `:latest`. With a digest, the tag is kept for display and the digest decides
 //! what is pulled.
 
 use std::fmt;
@@ -85,7 +85,8 @@ impl ImageReference {
         self.digest.as_ref()
     }
 
-    /// The tag or digest to request from the manifest endpoint; the digest wins.
+    /// Returns the tag or digest to request from the manifest endpoint, the
+    /// digest when both are present.
     pub fn manifest_selector(&self) -> String {
         match (&self.digest, self.tag()) {
             (Some(digest), _) => digest.to_string(),
@@ -108,7 +109,7 @@ impl ImageReference {
         }
     }
 
-    /// The reference in the form `oci-client` takes.
+    /// Returns the reference in the form `oci-client` takes.
     pub fn as_oci(&self) -> &Reference {
         &self.inner
     }

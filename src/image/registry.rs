@@ -60,8 +60,8 @@ pub struct PullOptions {
     pub max_concurrent_downloads: usize,
     pub retry: RetryPolicy,
     pub connect_timeout: Duration,
-    /// Longest wait for the next bytes of a response before the connection
-    /// counts as dropped.
+    /// Maximum wait for the next bytes of a response, after which the
+    /// connection counts as dropped.
     pub read_timeout: Duration,
 }
 
@@ -89,7 +89,7 @@ pub struct RetryPolicy {
     /// Pause before the second attempt; it doubles for each later one.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// Longest `Retry-After` banger waits; a longer one is cut to this.
+    /// Maximum `Retry-After` wait; a longer one is cut to this.
     pub max_retry_after: Duration,
 }
 
@@ -112,8 +112,8 @@ impl RetryPolicy {
             .min(self.max_backoff)
     }
 
-    /// The pause a `Retry-After` header asks for (seconds or an HTTP date),
-    /// capped at `max_retry_after`.
+    /// Returns the pause a `Retry-After` header requests (seconds or an HTTP
+    /// date), capped at `max_retry_after`.
     fn retry_after(&self, headers: &HeaderMap) -> Option<Duration> {
         let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
         let wait = match value.parse::<u64>() {
@@ -158,7 +158,7 @@ pub async fn pull(
     if layers.len() != config.rootfs.diff_ids.len() {
         return Err(PullError::InvalidDocument {
             reference: reference.to_string(),
-            what: "image",
+            kind: "image",
             digest: manifest.digest.clone(),
             reason: format!(
                 "the manifest lists {} layers but the config has {} diff_ids",
@@ -169,8 +169,13 @@ pub async fn pull(
     }
 
     let concurrency = options.max_concurrent_downloads.max(1);
-    futures_util::stream::iter(layers.iter())
+    // The futures are built before the stream so that no closure is held
+    // across an await, which would make the pull future lose `Send`.
+    let downloads: Vec<_> = layers
+        .iter()
         .map(|layer| session.fetch_blob(cache, &layer.digest, layer.size, progress))
+        .collect();
+    futures_util::stream::iter(downloads)
         .buffer_unordered(concurrency)
         .try_collect::<Vec<()>>()
         .await?;
@@ -444,7 +449,7 @@ impl<'a> Session<'a> {
         let index: OciImageIndex =
             serde_json::from_slice(&bytes).map_err(|error| PullError::InvalidDocument {
                 reference: self.reference.to_string(),
-                what: "index",
+                kind: "index",
                 digest: digest.clone(),
                 reason: error.to_string(),
             })?;
@@ -465,7 +470,7 @@ impl<'a> Session<'a> {
         if u64::try_from(entry.size).ok() != Some(bytes.len() as u64) {
             return Err(PullError::InvalidDocument {
                 reference: self.reference.to_string(),
-                what: "manifest",
+                kind: "manifest",
                 digest,
                 reason: format!(
                     "it has {} bytes but the index says {}",
@@ -531,7 +536,7 @@ impl<'a> Session<'a> {
             if claimed != &digest {
                 return Err(PullError::DigestMismatch {
                     reference: self.reference.to_string(),
-                    what: "manifest",
+                    kind: "manifest",
                     expected: claimed.clone(),
                     actual: digest,
                 });
@@ -559,7 +564,7 @@ impl<'a> Session<'a> {
         let parsed: OciImageManifest =
             serde_json::from_slice(&bytes).map_err(|error| PullError::InvalidDocument {
                 reference: self.reference.to_string(),
-                what: "manifest",
+                kind: "manifest",
                 digest: digest.clone(),
                 reason: error.to_string(),
             })?;
@@ -608,7 +613,7 @@ impl<'a> Session<'a> {
         if descriptor.size > CONFIG_SIZE_LIMIT {
             return Err(PullError::InvalidDocument {
                 reference: self.reference.to_string(),
-                what: "config",
+                kind: "config",
                 digest: descriptor.digest.clone(),
                 reason: format!(
                     "its size {} exceeds {CONFIG_SIZE_LIMIT} bytes",
@@ -621,7 +626,7 @@ impl<'a> Session<'a> {
         let bytes = cache.read_verified(&descriptor.digest, descriptor.size)?;
         serde_json::from_slice(&bytes).map_err(|error| PullError::InvalidDocument {
             reference: self.reference.to_string(),
-            what: "config",
+            kind: "config",
             digest: descriptor.digest.clone(),
             reason: error.to_string(),
         })
@@ -688,7 +693,7 @@ impl<'a> Session<'a> {
             let offset = writer.written();
             let mut headers = HeaderMap::new();
             if offset > 0 {
-                // A formatted range of two integers is a valid header value.
+                // `bytes=N-` is ASCII, so it is a valid header value.
                 headers.insert(
                     RANGE,
                     format!("bytes={offset}-").parse().expect("valid Range"),
@@ -795,7 +800,7 @@ impl<'a> Session<'a> {
                 blob_progress.failed();
                 Err(PullError::DigestMismatch {
                     reference: self.reference.to_string(),
-                    what: "blob",
+                    kind: "blob",
                     expected,
                     actual,
                 })
@@ -843,12 +848,12 @@ impl<'a> Session<'a> {
     fn parse_digest(
         &self,
         text: &str,
-        what: &'static str,
+        kind: &'static str,
         parent: &Digest,
     ) -> Result<Digest, PullError> {
         text.parse().map_err(|_| PullError::InvalidDocument {
             reference: self.reference.to_string(),
-            what,
+            kind,
             digest: parent.clone(),
             reason: format!("`{text}` is not a sha256 digest"),
         })
@@ -857,20 +862,20 @@ impl<'a> Session<'a> {
     fn blob_descriptor(
         &self,
         descriptor: &OciDescriptor,
-        what: &'static str,
+        kind: &'static str,
     ) -> Result<LayerBlob, PullError> {
         let digest: Digest = descriptor
             .digest
             .parse()
             .map_err(|_| PullError::InvalidDocument {
                 reference: self.reference.to_string(),
-                what,
+                kind,
                 digest: Digest::of(descriptor.digest.as_bytes()),
                 reason: format!("`{}` is not a sha256 digest", descriptor.digest),
             })?;
         let size = u64::try_from(descriptor.size).map_err(|_| PullError::InvalidDocument {
             reference: self.reference.to_string(),
-            what,
+            kind,
             digest: digest.clone(),
             reason: format!("negative size {}", descriptor.size),
         })?;
@@ -886,7 +891,7 @@ fn is_index(media_type: &str) -> bool {
     media_type == OCI_IMAGE_INDEX_MEDIA_TYPE || media_type == IMAGE_MANIFEST_LIST_MEDIA_TYPE
 }
 
-/// The `mediaType` field of a manifest, which decides over `Content-Type`.
+/// Reads the `mediaType` field of a manifest, which takes precedence over `Content-Type`.
 fn media_type_of(bytes: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct MediaTypeOnly {
@@ -899,7 +904,7 @@ fn media_type_of(bytes: &[u8]) -> Option<String> {
         .filter(|m| !m.is_empty())
 }
 
-/// The start of an error body, for a message.
+/// Returns the first characters of an error body, for a message.
 async fn body_text(response: Response) -> String {
     const MAX_CHARS: usize = 300;
     let text = response.text().await.unwrap_or_default();
