@@ -243,6 +243,56 @@ impl BlobCache {
         Ok(digests)
     }
 
+    /// Deletes a cached blob under its lock. Returns the bytes freed, zero
+    /// when the blob was not there.
+    pub fn remove_blob(&self, digest: &Digest) -> Result<u64, CacheError> {
+        let _lock = self.lock_blocking(&format!("sha256-{}", digest.hex()))?;
+        let path = self.path(digest);
+        let size = match fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => {
+                return Err(CacheError::Io {
+                    action: "inspect",
+                    path,
+                    source,
+                })
+            }
+        };
+        fs::remove_file(&path).map_err(CacheError::io("remove", &path))?;
+        debug!(digest = %digest, size, "blob removed");
+        Ok(size)
+    }
+
+    /// Drops `index.json` entries whose manifest blob is no longer cached.
+    /// Returns how many were dropped.
+    pub fn untag_missing(&self) -> Result<usize, CacheError> {
+        let _lock = self.lock_blocking("index.json")?;
+        let path = self.index_path();
+        let text = fs::read_to_string(&path).map_err(CacheError::io("read", &path))?;
+        let mut index: Value =
+            serde_json::from_str(&text).map_err(|error| CacheError::InvalidLayout {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
+        let Some(manifests) = index.get_mut("manifests").and_then(Value::as_array_mut) else {
+            return Ok(0);
+        };
+
+        let before = manifests.len();
+        manifests.retain(|entry| {
+            entry["digest"]
+                .as_str()
+                .and_then(|d| d.parse::<Digest>().ok())
+                .is_some_and(|digest| self.path(&digest).is_file())
+        });
+        let dropped = before - manifests.len();
+        if dropped > 0 {
+            write_atomically(&path, index.to_string().as_bytes())?;
+        }
+        Ok(dropped)
+    }
+
     fn blobs_dir(&self) -> PathBuf {
         self.root.join("blobs/sha256")
     }
