@@ -2,15 +2,19 @@
 //! an ext4 image with `ext4-writer`.
 
 use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
 
+use ext4_writer::tar::Spool;
 use ext4_writer::{Metadata, NodeKind, Options, Report, Reproducible, Sizing, Timestamp, Tree};
 use sha2::{Digest, Sha256};
 
+use super::flatten::{flatten, FlattenError, Layer};
 use crate::error::{Classify, ExitCode};
 
-/// Version of the set of files banger injects. Built images are cached by
-/// it, so changing [`MOUNT_POINTS`] or anything else `inject` adds must
-/// raise it.
+/// Version of the set of files banger injects. Raise it, together with
+/// [`crate::store::images::ROOTFS_FORMAT_VERSION`], whenever what [`inject`]
+/// adds changes, so that stored images are rebuilt.
 pub const INJECTED_VERSION: u32 = 1;
 
 /// Directories the guest mounts filesystems on at boot, with the
@@ -54,6 +58,18 @@ pub enum BuildError {
         source: ext4_writer::Error,
     },
 
+    /// The layers could not be flattened.
+    #[error(transparent)]
+    Flatten(#[from] FlattenError),
+
+    /// The image file or the spool beside it could not be created.
+    #[error("failed to create {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// The writer failed: the tree does not fit ext4's limits, or the
     /// output could not be written.
     #[error("failed to write the ext4 image: {source}")]
@@ -69,6 +85,8 @@ impl Classify for BuildError {
             BuildError::Write {
                 source: ext4_writer::Error::Io { .. },
             } => ExitCode::HostResource,
+            BuildError::Create { .. } => ExitCode::HostResource,
+            BuildError::Flatten(err) => err.exit_code(),
             _ => ExitCode::General,
         }
     }
@@ -142,6 +160,37 @@ pub fn build(
         "built ext4 image"
     );
     Ok(report)
+}
+
+/// Flattens `layers` and builds the image at `out`, which is created or
+/// truncated. File contents are spooled in a temporary file beside `out`,
+/// deleted when the build ends. `identity` (the manifest digest) seeds
+/// the reproducible build.
+///
+/// # Errors
+/// [`BuildError`] for a layer that cannot be flattened, a tree that ext4
+/// cannot hold, or a file that cannot be created or written.
+pub fn build_rootfs(
+    layers: &[Layer],
+    identity: &str,
+    headroom: Headroom,
+    out: &Path,
+) -> Result<Report, BuildError> {
+    let dir = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut spool = Spool::new_in(dir).map_err(|source| BuildError::Create {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut tree = flatten(layers, &mut spool)?;
+
+    let file = File::create(out).map_err(|source| BuildError::Create {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    build(&mut tree, identity, headroom, &file)
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use ext4_writer::tar::{normalize_path, place_entry, resolve_dir, Reader, Spool, 
 use ext4_writer::{Metadata, NodeId, Timestamp, Tree};
 use sha2::{Digest, Sha256};
 
+use super::blob_cache::BlobCache;
 use super::compression::{self, Compression};
+use super::model::PulledImage;
 use super::whiteout::{self, Whiteout};
 use crate::error::{Classify, ExitCode};
 
@@ -51,6 +53,35 @@ pub struct Layer {
     pub diff_id: Option<String>,
 }
 
+impl Layer {
+    /// Lists the layers of a pulled image, oldest first, as blob files in
+    /// `cache` checked against the config's diff_ids.
+    ///
+    /// # Errors
+    /// [`FlattenError::LayerCount`] when the manifest and the config list
+    /// different numbers of layers.
+    pub fn from_pulled(image: &PulledImage, cache: &BlobCache) -> Result<Vec<Layer>, FlattenError> {
+        let diff_ids = &image.config.rootfs.diff_ids;
+        if diff_ids.len() != image.layers.len() {
+            return Err(FlattenError::LayerCount {
+                layers: image.layers.len(),
+                diff_ids: diff_ids.len(),
+            });
+        }
+        let layers = image
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(blob, diff_id)| Layer {
+                source: LayerSource::file(cache.path(&blob.digest)),
+                media_type: blob.media_type.clone(),
+                diff_id: Some(diff_id.to_string()),
+            })
+            .collect();
+        Ok(layers)
+    }
+}
+
 /// Everything that can go wrong while flattening layers.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -87,6 +118,10 @@ pub enum FlattenError {
     /// A diff_id that is not `sha256:` and 64 lowercase hex digits.
     #[error("invalid diff_id {diff_id:?} for {layer}: expected sha256: and 64 hex digits")]
     InvalidDiffId { layer: String, diff_id: String },
+
+    /// The manifest and the config disagree on the number of layers.
+    #[error("the image manifest lists {layers} layers but its config has {diff_ids} diff_ids; the image is invalid")]
+    LayerCount { layers: usize, diff_ids: usize },
 
     /// The spool file for file contents could not be created.
     #[error("failed to create the spool file for layer contents: {source}")]

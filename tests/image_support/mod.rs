@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod mount;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write;
