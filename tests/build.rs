@@ -30,7 +30,7 @@ fn build_fixture(out: &Path) {
     let file = File::create(out).unwrap();
     let report = build(
         &mut tree,
-        image.digest.as_deref().unwrap(),
+        &image.digest.as_ref().unwrap().to_string(),
         Headroom::default(),
         &file,
     )

@@ -73,7 +73,7 @@ fn oci_layout_tar_matches_fixture() {
     assert_eq!(image.format, ImportFormat::OciLayout);
     assert_eq!(image.tags, ["bookworm-banger"]);
     let manifest_digest = std::fs::read_to_string(fixtures.join("oci/index.json")).unwrap();
-    assert!(manifest_digest.contains(image.digest.as_deref().unwrap()));
+    assert!(manifest_digest.contains(&image.digest.as_ref().unwrap().to_string()));
     assert_matches_fixture(&image, "OCI layout tar");
 }
 

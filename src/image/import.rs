@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::compression::Compression;
 use super::flatten::{Layer, LayerSource};
+use super::model::{Digest as ImageDigest, ImageConfig};
 use crate::error::{Classify, ExitCode};
 
 /// Largest JSON document (manifest, index, config) read into memory.
@@ -36,11 +37,14 @@ pub enum ImportFormat {
 #[derive(Clone, Debug)]
 pub struct ImportedImage {
     pub format: ImportFormat,
-    /// The raw image config JSON; `None` for a root-filesystem tar.
-    pub config: Option<Vec<u8>>,
-    /// `sha256:HEX` of the manifest (OCI layout) or config (docker archive),
-    /// which identifies the image; `None` for a root-filesystem tar.
-    pub digest: Option<String>,
+    /// The image config; `None` for a root-filesystem tar.
+    pub config: Option<ImageConfig>,
+    /// The image config JSON as stored in the archive.
+    pub raw_config: Option<Vec<u8>>,
+    /// Digest of the manifest (OCI layout) or of the config (docker archive,
+    /// which stores no manifest), identifying the image; `None` for a
+    /// root-filesystem tar.
+    pub digest: Option<ImageDigest>,
     /// Tags the archive records (`RepoTags`, or the OCI ref name).
     pub tags: Vec<String>,
     pub layers: Vec<Layer>,
@@ -177,6 +181,7 @@ fn import_tar_file(
         ImportedImage {
             format: ImportFormat::RootfsTar,
             config: None,
+            raw_config: None,
             digest: None,
             tags: Vec::new(),
             layers: vec![Layer {
@@ -385,16 +390,6 @@ struct Manifest {
     layers: Vec<Descriptor>,
 }
 
-#[derive(Deserialize)]
-struct ImageConfig {
-    rootfs: RootFs,
-}
-
-#[derive(Deserialize)]
-struct RootFs {
-    diff_ids: Vec<String>,
-}
-
 /// Reads a `docker save` archive: `manifest.json` lists each image's
 /// config file, tags and layer tars, oldest first.
 fn import_docker_archive(
@@ -435,8 +430,9 @@ fn import_docker_archive(
         }
     };
 
-    let config = store.read(&entry.config)?;
-    let diff_ids = parse_diff_ids(&config, origin)?;
+    let raw_config = store.read(&entry.config)?;
+    let config = parse_config(&raw_config, origin)?;
+    let diff_ids = &config.rootfs.diff_ids;
     if diff_ids.len() != entry.layers.len() {
         return Err(invalid(
             origin,
@@ -452,14 +448,15 @@ fn import_docker_archive(
         layers.push(Layer {
             source: store.source(path)?,
             media_type: String::new(),
-            diff_id: Some(diff_id),
+            diff_id: Some(diff_id.to_string()),
         });
     }
 
     Ok(ImportedImage {
         format: ImportFormat::DockerArchive,
-        digest: Some(format!("sha256:{}", hex::encode(Sha256::digest(&config)))),
+        digest: Some(ImageDigest::of(&raw_config)),
         config: Some(config),
+        raw_config: Some(raw_config),
         tags: tags_of(entry),
         layers,
         _temporary: None,
@@ -543,8 +540,9 @@ fn import_oci_layout(
     }
 
     let manifest: Manifest = parse_json(&manifest_bytes, &descriptor_digest, &origin)?;
-    let config = read_blob(store, &manifest.config.digest, &origin)?;
-    let diff_ids = parse_diff_ids(&config, &origin)?;
+    let raw_config = read_blob(store, &manifest.config.digest, &origin)?;
+    let config = parse_config(&raw_config, &origin)?;
+    let diff_ids = &config.rootfs.diff_ids;
     if diff_ids.len() != manifest.layers.len() {
         return Err(invalid(
             &origin,
@@ -560,14 +558,15 @@ fn import_oci_layout(
         layers.push(Layer {
             source: store.source_dyn(&blob_path(&descriptor.digest, &origin)?)?,
             media_type: descriptor.media_type.clone(),
-            diff_id: Some(diff_id),
+            diff_id: Some(diff_id.to_string()),
         });
     }
 
     Ok(ImportedImage {
         format: ImportFormat::OciLayout,
+        digest: Some(ImageDigest::of(&manifest_bytes)),
         config: Some(config),
-        digest: Some(descriptor_digest),
+        raw_config: Some(raw_config),
         tags,
         layers,
         _temporary: None,
@@ -633,9 +632,8 @@ fn parse_json<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(data).map_err(|e| invalid(origin, format!("{what} is not valid: {e}")))
 }
 
-fn parse_diff_ids(config: &[u8], origin: &Path) -> Result<Vec<String>, ImportError> {
-    let config: ImageConfig = parse_json(config, "the image config", origin)?;
-    Ok(config.rootfs.diff_ids)
+fn parse_config(config: &[u8], origin: &Path) -> Result<ImageConfig, ImportError> {
+    parse_json(config, "the image config", origin)
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
