@@ -293,6 +293,7 @@ fn unaligned_segments_share_blocks() {
         })
         .collect();
     let size = (1 << 20) + 6000;
+
     let mut expected = vec![0u8; usize::try_from(size).unwrap()];
     for (file_offset, len, source) in layout {
         let value = if Arc::ptr_eq(source, &first) { 1 } else { 2 };
@@ -311,4 +312,58 @@ fn unaligned_segments_share_blocks() {
     .unwrap();
     let image = write_checked(&tree, &Options::default());
     assert!(image.view().read("/pieces").unwrap() == expected);
+}
+
+#[test]
+fn deep_directory_chain() {
+    let mut tree = empty_tree();
+    let mut dir = tree.root();
+    for _ in 0..3000 {
+        dir = tree
+            .add(dir, b"d", NodeKind::directory(), meta(0o755))
+            .unwrap();
+    }
+    tree.add(
+        dir,
+        b"leaf",
+        NodeKind::Regular(FileData::from_bytes(b"deep".to_vec())),
+        meta(0o644),
+    )
+    .unwrap();
+    // e2fsck's pass 3 walks every directory up to the root.
+    let image = write_checked(&tree, &Options::default());
+
+    // ext4-view resolves at most a few hundred components per path.
+    let path = "/d".repeat(400);
+    assert!(image.view().metadata(path.as_str()).unwrap().is_dir());
+    let leaf = debugfs(&image.path, "ncheck 3012");
+    assert!(
+        leaf.ends_with("/leaf\n"),
+        "{}",
+        &leaf[leaf.len().saturating_sub(200)..]
+    );
+}
+
+#[test]
+fn unlinked_nodes_not_written() {
+    let mut tree = empty_tree();
+    let root = tree.root();
+    let gone = tree
+        .add(root, b"gone", NodeKind::directory(), meta(0o755))
+        .unwrap();
+    tree.add(
+        gone,
+        b"inside",
+        NodeKind::Regular(FileData::from_bytes(vec![9u8; 100_000])),
+        meta(0o644),
+    )
+    .unwrap();
+    tree.create(NodeKind::Fifo, meta(0o644)).unwrap();
+    tree.unlink(root, b"gone").unwrap();
+    let image = write_checked(&tree, &Options::default());
+    assert!(!image.view().exists("/gone").unwrap());
+    // Inodes 1 to 11 are reserved, so nothing beyond lost+found is in use.
+    assert!(debugfs(&image.path, "stats").contains("Free inodes:"));
+    let inodes_used = image.report.inodes - image.report.free_inodes;
+    assert_eq!(inodes_used, 11);
 }
