@@ -10,7 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -262,6 +262,9 @@ impl ImageStore {
             .prefix(&format!("{TEMP_PREFIX}{}-", digest.hex()))
             .tempdir_in(&self.root)
             .map_err(io_error("create a temporary directory in", &self.root))?;
+        // tempfile creates the directory 0700; a stored image is readable.
+        fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o755))
+            .map_err(io_error("set permissions of", temp.path()))?;
         let rootfs = temp.path().join(ROOTFS_FILE);
         build(&rootfs).map_err(|failure| StoreError::Build {
             reference: reference.to_owned(),
@@ -400,6 +403,7 @@ impl ImageStore {
         };
         let temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
+            .permissions(fs::Permissions::from_mode(0o644))
             .tempfile_in(dir)
             .map_err(io_error("create a temporary file in", dir))?;
         let copied = fs::copy(&source, temp.path()).map_err(io_error("copy", &source))?;
@@ -512,6 +516,7 @@ fn write_record(path: &Path, record: &ImageRecord) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
+        .permissions(fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
         .map_err(io_error("create a temporary file in", dir))?;
     // Serializing plain data with string keys cannot fail.
