@@ -2,12 +2,17 @@
 
 pub mod auth;
 pub mod blob_cache;
+pub mod build;
+pub mod compression;
+pub mod flatten;
+pub mod import;
 pub mod model;
 pub mod platform;
 pub mod progress;
 pub mod pull_error;
 pub mod reference;
 pub mod registry;
+pub mod whiteout;
 
 pub use blob_cache::BlobCache;
 pub use model::{Digest, ImageConfig, LayerBlob, PulledImage};
