@@ -102,20 +102,25 @@ fn two_processes_pull_into_one_cache() {
         .collect();
 
     for output in &outputs {
-        // NOTE: exit code 7 until the ext4 build is wired into `image pull`;
-        // the blobs are pulled and verified before that step.
-        assert_eq!(
-            output.status.code(),
-            Some(ExitCode::NotImplemented as i32),
-            "{}",
-            stderr(output)
-        );
-        assert!(
-            stderr(output).contains("not implemented yet"),
-            "{}",
-            stderr(output)
-        );
+        assert!(output.status.success(), "{}", stderr(output));
     }
+    assert_eq!(stdout(&outputs[0]), stdout(&outputs[1]));
+    let expected_digest =
+        fs::read_to_string(fixtures_dir().join("registry/bookworm-banger.digest")).unwrap();
+    assert!(
+        stdout(&outputs[0]).contains(expected_digest.trim()),
+        "{}",
+        stdout(&outputs[0])
+    );
+    let images: Vec<String> = fs::read_dir(home.path().join("data/images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    assert_eq!(
+        images,
+        [expected_digest.trim().trim_start_matches("sha256:")]
+    );
 
     let blobs = home.path().join("cache/oci/blobs/sha256");
     let mut names: Vec<String> = fs::read_dir(&blobs)

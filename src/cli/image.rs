@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::{not_implemented, Context, Failure};
-use crate::error::ExitCode;
+use crate::error::{Classify, ExitCode};
 use crate::image::blob_cache::BlobCache;
+use crate::image::build::{build_rootfs, Headroom};
+use crate::image::flatten::Layer;
 use crate::image::platform::Platform as ImagePlatform;
 use crate::image::progress::{Progress, ProgressMode};
 use crate::image::reference::ImageReference;
 use crate::image::registry::{pull, PullOptions};
-use crate::image::PullError;
+use crate::image::{PullError, PulledImage};
 use crate::store::config::{parse_registry, Platform};
 use crate::store::images::{BuildFailure, ImageRecord, ImageStore, Removal};
 
@@ -157,12 +159,14 @@ fn run_pull(args: &PullArgs, context: &Context) -> Result<(), Failure> {
         })?;
     let pulled = runtime.block_on(pull(&reference, &options, &cache, &progress))?;
 
-    let cache_root = cache.root().to_owned();
     let record = store.install(
         &pulled,
         &reference.to_string(),
         &options.platform.to_string(),
-        |rootfs| build_rootfs(rootfs, &cache_root),
+        |rootfs| {
+            progress.message(&format!("{reference}: building the ext4 root filesystem"));
+            build_pulled(&pulled, &cache, rootfs)
+        },
     )?;
     println!(
         "{reference} {} {}",
@@ -172,17 +176,25 @@ fn run_pull(args: &PullArgs, context: &Context) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Builds the ext4 root filesystem of a pulled image at `rootfs`.
-// TODO: call the flatten and ext4 build step here once it exists; until
-// then a pull stops after caching and verifying the blobs.
-fn build_rootfs(_rootfs: &Path, cache_root: &Path) -> Result<(), BuildFailure> {
-    Err(BuildFailure {
-        message: format!(
-            "building the ext4 root filesystem is not implemented yet; the verified blobs are cached in {}",
-            cache_root.display()
-        ),
-        code: ExitCode::NotImplemented,
-    })
+/// Flattens the layers of `pulled` from the cache and writes the ext4 root
+/// filesystem to `rootfs`.
+fn build_pulled(
+    pulled: &PulledImage,
+    cache: &BlobCache,
+    rootfs: &Path,
+) -> Result<(), BuildFailure> {
+    let layers = Layer::from_pulled(pulled, cache).map_err(|error| BuildFailure {
+        message: error.to_string(),
+        code: error.exit_code(),
+    })?;
+    let identity = pulled.manifest_digest.to_string();
+    build_rootfs(&layers, &identity, Headroom::default(), rootfs).map_err(|error| {
+        BuildFailure {
+            message: error.to_string(),
+            code: error.exit_code(),
+        }
+    })?;
+    Ok(())
 }
 
 fn run_ls(context: &Context) -> Result<(), Failure> {

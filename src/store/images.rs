@@ -4,7 +4,8 @@
 //! An image directory appears only by rename from a temporary directory
 //! that already contains both files, so a reader never sees half an image.
 //! Record updates (tags moving between images, removals) run under an
-//! exclusive `flock` on `<data>/images/.lock`. Pulls hold a shared lock on
+//! exclusive `flock` on `<data>/images/.lock`, and builds of one digest
+//! under `.build-<hex>.lock`. Pulls hold a shared lock on
 //! `.pull.lock` from their first download to their record, and prune takes
 //! it exclusively, so prune never deletes the blobs of a running pull.
 
@@ -20,13 +21,15 @@ use tracing::{debug, warn};
 
 use crate::error::{Classify, ExitCode};
 use crate::image::blob_cache::{BlobCache, CacheError};
+use crate::image::build::INJECTED_VERSION;
 use crate::image::model::{Digest, ImageConfig, LayerBlob, PulledImage};
 use crate::image::reference::ImageReference;
 
-/// Version of the root filesystem layout banger builds. An image built with
-/// another version is rebuilt on the next pull of its digest.
-// NOTE: bump this when the ext4 writer or the set of injected files changes
-// what a build produces.
+/// Version of the root filesystem banger builds. An image built with another
+/// version, or with another [`INJECTED_VERSION`], is rebuilt on the next
+/// pull of its digest.
+// NOTE: bump this when the ext4 writer changes what a build produces;
+// changes to the injected files bump `INJECTED_VERSION` instead.
 pub const ROOTFS_FORMAT_VERSION: u32 = 1;
 
 /// File name of the root filesystem in an image directory.
@@ -55,6 +58,9 @@ pub struct ImageRecord {
     /// Layers, oldest first.
     pub layers: Vec<LayerBlob>,
     pub rootfs_format_version: u32,
+    /// Version of the files banger injected into the root filesystem.
+    #[serde(default)]
+    pub injected_version: u32,
     /// Size of `rootfs.ext4` in bytes (its apparent size, holes included).
     pub rootfs_size: u64,
     /// When banger built this image.
@@ -248,10 +254,18 @@ impl ImageStore {
         build: impl FnOnce(&Path) -> Result<(), BuildFailure>,
     ) -> Result<ImageRecord, StoreError> {
         let digest = &pulled.manifest_digest;
+        // One build per digest at a time: a second pull of the same image
+        // waits here and then reuses the first one's build.
+        let _build_lock = self.lock_file(
+            &format!(".build-{}.lock", digest.hex()),
+            FlockOperation::LockExclusive,
+        )?;
         if let Some(record) = self.get(digest)? {
             let rootfs_ok =
                 fs::metadata(self.rootfs_path(digest)).is_ok_and(|m| m.len() == record.rootfs_size);
-            if record.rootfs_format_version == ROOTFS_FORMAT_VERSION && rootfs_ok {
+            let current = record.rootfs_format_version == ROOTFS_FORMAT_VERSION
+                && record.injected_version == INJECTED_VERSION;
+            if current && rootfs_ok {
                 debug!(%digest, "image already built; reusing it");
                 return self.tag(digest, reference);
             }
@@ -286,6 +300,7 @@ impl ImageStore {
             config: pulled.config.clone(),
             layers: pulled.layers.clone(),
             rootfs_format_version: ROOTFS_FORMAT_VERSION,
+            injected_version: INJECTED_VERSION,
             rootfs_size,
             created: DateTime::<Utc>::from(std::time::SystemTime::now()),
         };
