@@ -408,7 +408,7 @@ impl ImageStore {
     }
 
     /// Copies the root filesystem of `query` to `output` through a temporary
-    /// file in the same directory. Returns the number of bytes copied.
+    /// file in the same directory, keeping its holes. Returns the file size.
     pub fn export(&self, query: &str, output: &Path) -> Result<u64, StoreError> {
         let record = self.find(query)?;
         let source = self.rootfs_path(&record.manifest_digest);
@@ -421,7 +421,9 @@ impl ImageStore {
             .permissions(fs::Permissions::from_mode(0o644))
             .tempfile_in(dir)
             .map_err(io_error("create a temporary file in", dir))?;
-        let copied = fs::copy(&source, temp.path()).map_err(io_error("copy", &source))?;
+        let source_file = File::open(&source).map_err(io_error("open", &source))?;
+        let copied =
+            copy_sparse(&source_file, temp.as_file()).map_err(io_error("copy", &source))?;
         temp.as_file()
             .sync_all()
             .map_err(io_error("fsync", temp.path()))?;
@@ -504,6 +506,76 @@ impl ImageRecord {
     pub fn created_text(&self) -> String {
         self.created.to_rfc3339_opts(SecondsFormat::Secs, true)
     }
+}
+
+/// Copies `source` to the empty file `target` extent by extent, so holes in
+/// the source stay holes. Returns the size of the source.
+fn copy_sparse(source: &File, target: &File) -> io::Result<u64> {
+    let size = source.metadata()?.len();
+    let mut offset = 0;
+    while offset < size {
+        let data_start = match rustix::fs::seek(source, rustix::fs::SeekFrom::Data(offset)) {
+            Ok(start) => start,
+            // ENXIO: no data after `offset`, only a trailing hole.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(errno) => return Err(errno.into()),
+        };
+        let data_end = rustix::fs::seek(source, rustix::fs::SeekFrom::Hole(data_start))?;
+
+        copy_range(source, target, data_start, data_end)?;
+        offset = data_end;
+    }
+    target.set_len(size)?;
+    Ok(size)
+}
+
+/// Copies bytes `start..end` between the same offsets of two files, with
+/// `copy_file_range` where the kernel supports it for this pair of files
+/// (Linux 5.19 and later reject most pairs on different filesystems) and
+/// positioned reads and writes otherwise.
+fn copy_range(source: &File, target: &File, start: u64, end: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+
+    let shrank = || {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "source file shrank while it was copied",
+        )
+    };
+    let mut read_offset = start;
+    let mut write_offset = start;
+    while read_offset < end {
+        let chunk = usize::try_from(end - read_offset).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(
+            source,
+            Some(&mut read_offset),
+            target,
+            Some(&mut write_offset),
+            chunk,
+        ) {
+            Ok(0) => return Err(shrank()),
+            Ok(_) => {}
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::OPNOTSUPP
+                | rustix::io::Errno::INVAL,
+            ) => break,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+
+    let mut buffer = vec![0u8; 1 << 20];
+    while read_offset < end {
+        let want = usize::try_from(end - read_offset).map_or(buffer.len(), |n| n.min(buffer.len()));
+        let read = source.read_at(&mut buffer[..want], read_offset)?;
+        if read == 0 {
+            return Err(shrank());
+        }
+        target.write_all_at(&buffer[..read], read_offset)?;
+        read_offset += read as u64;
+    }
+    Ok(())
 }
 
 fn read_record(path: &Path) -> Result<Option<ImageRecord>, StoreError> {
@@ -846,5 +918,39 @@ mod tests {
         let copied = f.store.export("debian:bookworm", &output).unwrap();
         assert_eq!(copied, 10);
         assert_eq!(fs::read(&output).unwrap(), b"ext4 bytes");
+    }
+
+    #[test]
+    fn export_keeps_holes() {
+        use std::os::unix::fs::MetadataExt;
+
+        let f = fixture();
+        let image = pulled("debian:bookworm", b"a", &f.cache);
+        f.store
+            .install(&image, DEBIAN, "linux/amd64", |path| {
+                // 64 MiB apparent size with 8 KiB of data at each end.
+                let file = File::create(path).unwrap();
+                file.set_len(64 << 20).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&file, &[7u8; 8192], 0).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&file, &[9u8; 8192], (64 << 20) - 8192)
+                    .unwrap();
+                Ok(())
+            })
+            .unwrap();
+        let output = f._dir.path().join("sparse.ext4");
+        let copied = f.store.export("debian:bookworm", &output).unwrap();
+
+        assert_eq!(copied, 64 << 20);
+        let meta = fs::metadata(&output).unwrap();
+        assert_eq!(meta.len(), 64 << 20);
+        assert!(
+            meta.blocks() * 512 < 1 << 20,
+            "holes were filled: {} blocks",
+            meta.blocks()
+        );
+        let bytes = fs::read(&output).unwrap();
+        assert!(bytes[..8192].iter().all(|&b| b == 7));
+        assert!(bytes[8192..(64 << 20) - 8192].iter().all(|&b| b == 0));
+        assert!(bytes[(64 << 20) - 8192..].iter().all(|&b| b == 9));
     }
 }
