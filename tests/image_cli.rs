@@ -276,3 +276,58 @@ fn rm_then_prune_frees_everything() {
         .count();
     assert_eq!(blobs, 0);
 }
+
+/// A tmpfs mounted on a temporary directory for one test, unmounted when
+/// dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "banger-test-tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount (util-linux) must be installed");
+        assert!(
+            output.status.success(),
+            "mounting a tmpfs failed (tests must run as root): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let status = Command::new("umount").arg(self.dir.path()).status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("failed to unmount {}", self.dir.path().display());
+        }
+    }
+}
+
+#[test]
+fn export_to_another_filesystem() {
+    // copy_file_range fails with EXDEV between ext4 and tmpfs on current
+    // kernels, so this takes the read-and-write path.
+    let home = tempfile::tempdir().unwrap();
+    store_image(home.path(), "debian:bookworm", b"a", b"ext4 bytes");
+    let tmpfs = Tmpfs::mount();
+    let target = tmpfs.dir.path().join("out.ext4");
+
+    let output = banger(
+        home.path(),
+        &[
+            "image",
+            "export",
+            "debian:bookworm",
+            "-o",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(fs::read(&target).unwrap(), b"ext4 bytes");
+}
