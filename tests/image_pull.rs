@@ -32,6 +32,7 @@ const FIXTURE_TAGS: [&str; 4] = [
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 fn fixtures_dir() -> PathBuf {
     let dir = std::env::var_os("BANGER_FIXTURES")
@@ -1148,6 +1149,27 @@ async fn index_selects_the_platform() {
 
     let mut options = fast_options(&registry.address);
     let pulled = pull_into(&registry.reference("multi"), &options, &cache)
+        .await
+        .unwrap();
+    assert_eq!(pulled.manifest_digest.to_string(), image.manifest_digest);
+
+    // A Docker manifest list has the same shape under its own media type.
+    let list = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST_LIST,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest, "size": image.manifest.len(),
+             "platform": {"os": "linux", "architecture": "amd64"}},
+        ],
+    }))
+    .unwrap();
+    registry
+        .state
+        .lock()
+        .unwrap()
+        .manifests
+        .insert("list".to_owned(), (list, DOCKER_MANIFEST_LIST.to_owned()));
+    let pulled = pull_into(&registry.reference("list"), &options, &cache)
         .await
         .unwrap();
     assert_eq!(pulled.manifest_digest.to_string(), image.manifest_digest);
