@@ -86,6 +86,14 @@ fn help_lists_command_tree() {
             &["--platform", "--insecure-registry", "--quiet"],
         ),
         (&["daemon", "--help"], &["--socket", "--group"]),
+        (
+            &["vm", "stop", "--help"],
+            &["--timeout <SECONDS>", "Seconds to wait"],
+        ),
+        (
+            &["kernel", "import", "--help"],
+            &["--modules", "--initrd", "--name"],
+        ),
     ];
     for (args, expected) in cases {
         let output = banger(home.path(), args, &[]);

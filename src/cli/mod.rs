@@ -39,8 +39,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Log more to stderr: -v info, -vv debug, -vvv trace (above the
-    /// configured log_level).
+    /// Log more to stderr: each -v raises the configured log_level one step
+    /// (from the default warn: -v info, -vv debug, -vvv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
