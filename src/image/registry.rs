@@ -216,6 +216,8 @@ struct Session<'a> {
     options: &'a PullOptions,
     oci: oci_client::Client,
     http: reqwest::Client,
+    /// `SCHEME://HOST/v2/`, the API version check that starts the token handshake.
+    api_url: String,
     /// `SCHEME://HOST/v2/REPOSITORY`.
     base_url: String,
     credentials: RegistryAuth,
@@ -236,11 +238,8 @@ impl<'a> Session<'a> {
             .iter()
             .any(|r| r == reference.registry() || r == reference.api_host());
         let scheme = if insecure { "http" } else { "https" };
-        let base_url = format!(
-            "{scheme}://{}/v2/{}",
-            reference.api_host(),
-            reference.repository()
-        );
+        let api_url = format!("{scheme}://{}/v2/", reference.api_host());
+        let base_url = format!("{api_url}{}", reference.repository());
 
         let oci_protocol = if insecure {
             ClientProtocol::HttpsExcept(vec![reference.api_host().to_owned()])
@@ -279,6 +278,7 @@ impl<'a> Session<'a> {
             options,
             oci,
             http,
+            api_url,
             base_url,
             credentials,
             token: Mutex::new((0, None)),
@@ -322,7 +322,7 @@ impl<'a> Session<'a> {
                 Err(oci_client::errors::OciDistributionError::RequestError(source)) => {
                     return Err(PullError::Connection {
                         reference: self.reference.to_string(),
-                        url: format!("{}/", self.base_url),
+                        url: self.api_url.clone(),
                         attempts: attempt,
                         source,
                     })
@@ -373,7 +373,8 @@ impl<'a> Session<'a> {
 
             let response = match request.send().await {
                 Ok(response) => response,
-                Err(source) if attempt < retry.max_attempts => {
+                // A rejected redirect fails the same way on every attempt.
+                Err(source) if attempt < retry.max_attempts && !source.is_redirect() => {
                     let pause = retry.backoff(attempt);
                     warn!(url, error = %source, attempt, ?pause, "request failed; retrying");
                     tokio::time::sleep(pause).await;
