@@ -347,6 +347,10 @@ enum Fault {
     ExtraBytes { with_length: bool },
     /// Send this many bytes, then stall without closing.
     Stall(usize),
+    /// Close the connection without sending a response.
+    Hangup,
+    /// Redirect to this URL with a 307.
+    Redirect(String),
 }
 
 #[derive(Clone, Debug)]
@@ -737,6 +741,14 @@ async fn serve_connection(
                 stream.get_mut().write_all(&longer).await?;
                 stream.get_mut().shutdown().await
             }
+        }
+        Some(Fault::Hangup) => {
+            log(0);
+            Ok(())
+        }
+        Some(Fault::Redirect(location)) => {
+            log(307);
+            respond(&mut stream, 307, &[("Location", location)], b"").await
         }
         Some(Fault::Stall(bytes)) => {
             log(status);
@@ -1254,4 +1266,80 @@ async fn docker_config_credentials_reach_the_token_endpoint() {
             .contains("scope=repository%3Adebian%3Apull"),
         "{token_requests:?}"
     );
+}
+
+#[tokio::test]
+async fn connection_closed_before_response_is_retried() {
+    let (registry, image) = FaultyRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path()).unwrap();
+    registry.add_fault(&image.layer_digest, Fault::Hangup);
+    registry.add_fault(&image.layer_digest, Fault::Hangup);
+
+    pull_into(
+        &registry.reference("small"),
+        &fast_options(&registry.address),
+        &cache,
+    )
+    .await
+    .expect("retry after closed connections");
+    let statuses: Vec<u16> = registry
+        .blob_requests(&image.layer_digest)
+        .iter()
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(statuses, [0, 0, 200]);
+    assert!(layer_cached(&cache, &image));
+    assert_cache_clean(&cache);
+}
+
+#[tokio::test]
+async fn redirect_to_unlisted_http_host_is_rejected() {
+    let (registry, image) = FaultyRegistry::start().await;
+    let (other, _) = FaultyRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path()).unwrap();
+    let location = format!(
+        "http://{}/v2/debian/blobs/{}",
+        other.address, image.layer_digest
+    );
+    registry.add_fault(&image.layer_digest, Fault::Redirect(location));
+
+    // Only the first registry is named insecure, so plain HTTP to the
+    // other one is not allowed, even through a redirect.
+    let error = pull_into(
+        &registry.reference("small"),
+        &fast_options(&registry.address),
+        &cache,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, PullError::Connection { attempts: 1, .. }),
+        "{error}"
+    );
+    assert!(other.blob_requests(&image.layer_digest).is_empty());
+    assert!(!layer_cached(&cache, &image));
+    assert_cache_clean(&cache);
+}
+
+#[tokio::test]
+async fn redirect_to_listed_http_host_is_followed() {
+    let (registry, image) = FaultyRegistry::start().await;
+    let (other, _) = FaultyRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path()).unwrap();
+    let location = format!(
+        "http://{}/v2/debian/blobs/{}",
+        other.address, image.layer_digest
+    );
+    registry.add_fault(&image.layer_digest, Fault::Redirect(location));
+
+    let mut options = fast_options(&registry.address);
+    options.insecure_registries.push(other.address.clone());
+    pull_into(&registry.reference("small"), &options, &cache)
+        .await
+        .expect("redirect to a listed registry");
+    assert_eq!(other.blob_requests(&image.layer_digest).len(), 1);
+    assert!(layer_cached(&cache, &image));
 }
