@@ -643,7 +643,14 @@ async fn serve_connection(
     }
 
     if let Some(reference) = request.path.strip_prefix("/v2/debian/manifests/") {
-        let manifest = state.lock().unwrap().manifests.get(reference).cloned();
+        let (manifest, fault) = {
+            let mut state = state.lock().unwrap();
+            let fault = state
+                .faults
+                .get_mut(&format!("manifest:{reference}"))
+                .and_then(VecDeque::pop_front);
+            (state.manifests.get(reference).cloned(), fault)
+        };
         return match manifest {
             Some((bytes, media_type)) => {
                 log(200);
@@ -652,6 +659,15 @@ async fn serve_connection(
                     ("Content-Type", media_type),
                     ("Docker-Content-Digest", digest),
                 ];
+                if let Some(Fault::DropAfter(cut)) = fault {
+                    let mut all = headers.to_vec();
+                    all.push(("Content-Length", bytes.len().to_string()));
+                    write_head(&mut stream, 200, &all).await?;
+                    return stream
+                        .get_mut()
+                        .write_all(&bytes[..cut.min(bytes.len())])
+                        .await;
+                }
                 respond(&mut stream, 200, &headers, &bytes).await
             }
             None => {
@@ -1342,4 +1358,28 @@ async fn redirect_to_listed_http_host_is_followed() {
         .expect("redirect to a listed registry");
     assert_eq!(other.blob_requests(&image.layer_digest).len(), 1);
     assert!(layer_cached(&cache, &image));
+}
+
+#[tokio::test]
+async fn interrupted_manifest_is_fetched_again() {
+    let (registry, image) = FaultyRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path()).unwrap();
+    registry.add_fault("manifest:small", Fault::DropAfter(40));
+
+    let pulled = pull_into(
+        &registry.reference("small"),
+        &fast_options(&registry.address),
+        &cache,
+    )
+    .await
+    .expect("retry after an interrupted manifest");
+    assert_eq!(pulled.manifest, image.manifest);
+    let manifest_requests = registry
+        .log()
+        .iter()
+        .filter(|l| l.path.ends_with("/manifests/small"))
+        .count();
+    assert_eq!(manifest_requests, 2);
+    assert_cache_clean(&cache);
 }

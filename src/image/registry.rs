@@ -506,32 +506,60 @@ impl<'a> Session<'a> {
                 .parse()
                 .expect("valid Accept"),
         );
-        let response = self.get(&url, headers).await?;
+        let retry = &self.options.retry;
+        let mut attempt = 0;
+        let (bytes, header_digest, content_type) = loop {
+            attempt += 1;
+            let response = self.get(&url, headers.clone()).await?;
 
-        let status = response.status();
-        if status == StatusCode::NOT_FOUND {
-            return Err(PullError::ManifestNotFound {
-                reference: self.reference.to_string(),
-                registry: self.reference.registry().to_owned(),
-            });
-        }
-        if !status.is_success() {
-            return Err(self.status_error(&url, response).await);
-        }
-        let header_digest = response
-            .headers()
-            .get(DOCKER_CONTENT_DIGEST)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<Digest>().ok());
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned());
+            let status = response.status();
+            if status == StatusCode::NOT_FOUND {
+                return Err(PullError::ManifestNotFound {
+                    reference: self.reference.to_string(),
+                    registry: self.reference.registry().to_owned(),
+                });
+            }
+            if !status.is_success() {
+                return Err(self.status_error(&url, response).await);
+            }
+            let header_digest = response
+                .headers()
+                .get(DOCKER_CONTENT_DIGEST)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Digest>().ok());
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned());
 
-        let bytes = self
-            .read_small_body(response, MANIFEST_SIZE_LIMIT, &url)
-            .await?;
+            // An interrupted body is fetched again whole: manifests are small.
+            match self
+                .read_small_body(response, MANIFEST_SIZE_LIMIT, &url)
+                .await
+            {
+                Ok(bytes) => break (bytes, header_digest, content_type),
+                Err(PullError::Connection { source, .. }) if attempt < retry.max_attempts => {
+                    let pause = retry.backoff(attempt);
+                    warn!(url, error = %source, attempt, ?pause, "manifest body interrupted; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(PullError::Connection {
+                    reference,
+                    url,
+                    source,
+                    ..
+                }) => {
+                    return Err(PullError::Connection {
+                        reference,
+                        url,
+                        attempts: attempt,
+                        source,
+                    })
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let digest = Digest::of(&bytes);
         for claimed in [expected, header_digest.as_ref()].into_iter().flatten() {
             if claimed != &digest {
