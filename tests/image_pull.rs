@@ -1351,12 +1351,19 @@ async fn redirect_to_listed_http_host_is_followed() {
     );
     registry.add_fault(&image.layer_digest, Fault::Redirect(location));
 
+    registry.state.lock().unwrap().token_budget = Some(100);
+
     let mut options = fast_options(&registry.address);
     options.insecure_registries.push(other.address.clone());
     pull_into(&registry.reference("small"), &options, &cache)
         .await
         .expect("redirect to a listed registry");
-    assert_eq!(other.blob_requests(&image.layer_digest).len(), 1);
+    let redirected = other.blob_requests(&image.layer_digest);
+    assert_eq!(redirected.len(), 1);
+    assert_eq!(
+        redirected[0].authorization, None,
+        "the token followed the redirect"
+    );
     assert!(layer_cached(&cache, &image));
 }
 

@@ -259,7 +259,8 @@ impl<'a> Session<'a> {
             .read_timeout(options.read_timeout)
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 // A redirect to plain HTTP is allowed only to an insecure
-                // registry; reqwest drops Authorization on a host change.
+                // registry. reqwest 0.13 drops Authorization itself when the
+                // host, port or scheme changes.
                 let url = attempt.url().clone();
                 let host = url_host_port(&url);
                 if url.scheme() != "https" && !insecure_hosts.contains(&host) {
