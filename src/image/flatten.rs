@@ -12,7 +12,7 @@ use ext4_writer::{Metadata, NodeId, Timestamp, Tree};
 use sha2::{Digest, Sha256};
 
 use super::blob_cache::BlobCache;
-use super::compression::{self, Compression};
+use super::compression;
 use super::model::PulledImage;
 use super::whiteout::{self, Whiteout};
 use crate::error::{Classify, ExitCode};
@@ -122,21 +122,13 @@ pub enum FlattenError {
     /// The manifest and the config disagree on the number of layers.
     #[error("the image manifest lists {layers} layers but its config has {diff_ids} diff_ids; the image is invalid")]
     LayerCount { layers: usize, diff_ids: usize },
-
-    /// The spool file for file contents could not be created.
-    #[error("failed to create the spool file for layer contents: {source}")]
-    Spool {
-        #[source]
-        source: io::Error,
-    },
 }
 
 impl Classify for FlattenError {
     fn exit_code(&self) -> ExitCode {
-        match self {
-            FlattenError::Spool { .. } => ExitCode::HostResource,
-            _ => ExitCode::General,
-        }
+        // Every cause is bad or corrupt image content, or an unreadable
+        // blob, none of which has a more specific code.
+        ExitCode::General
     }
 }
 
@@ -207,9 +199,6 @@ fn apply_layer_file(
                 actual: format!("sha256:{}", hex::encode(actual)),
             });
         }
-    }
-    if found == Compression::None && layer.source.len.is_none() {
-        tracing::debug!(layer = name, "layer is an uncompressed tar");
     }
     Ok(())
 }

@@ -50,7 +50,7 @@ pub struct ImportedImage {
     pub layers: Vec<Layer>,
     /// A temporary copy of the input that the layers point into, kept as
     /// long as the image (standard input and compressed archives).
-    _temporary: Option<Arc<tempfile::TempPath>>,
+    keep_alive: Option<Arc<tempfile::TempPath>>,
 }
 
 /// Everything that can go wrong while importing.
@@ -144,8 +144,8 @@ pub fn import_reader(
     io::copy(&mut input, &mut temporary).map_err(|source| io_error(Path::new("-"), source))?;
     let temporary = temporary.into_temp_path();
     let mut image = import_path(&temporary, tag, scratch)?;
-    if image._temporary.is_none() {
-        image._temporary = Some(Arc::new(temporary));
+    if image.keep_alive.is_none() {
+        image.keep_alive = Some(Arc::new(temporary));
     }
     Ok(image)
 }
@@ -189,10 +189,10 @@ fn import_tar_file(
                 media_type: String::new(),
                 diff_id: None,
             }],
-            _temporary: None,
+            keep_alive: None,
         }
     };
-    image._temporary = temporary;
+    image.keep_alive = temporary;
     Ok(image)
 }
 
@@ -459,7 +459,7 @@ fn import_docker_archive(
         raw_config: Some(raw_config),
         tags: tags_of(entry),
         layers,
-        _temporary: None,
+        keep_alive: None,
     })
 }
 
@@ -569,7 +569,7 @@ fn import_oci_layout(
         raw_config: Some(raw_config),
         tags,
         layers,
-        _temporary: None,
+        keep_alive: None,
     })
 }
 

@@ -3,8 +3,8 @@
 //!
 //! Parent components that are symlinks are followed inside the tree: an
 //! absolute target restarts at the tree's root and `..` never climbs above
-//! it, as containerd's `fs.RootPath` and the `securejoin` package resolve
-//! paths during layer extraction. The last component is never followed.
+//! it, as `RootPath` in containerd/continuity (`fs/path.go`) resolves paths
+//! during layer extraction. The last component is never followed.
 
 use std::collections::VecDeque;
 
@@ -12,8 +12,8 @@ use super::reader::{Entry, EntryKind};
 use super::TarError;
 use crate::tree::{Metadata, NodeId, NodeKind, Tree};
 
-/// Symlinks followed while resolving one path before it counts as a loop;
-/// Linux stops at 40 (`MAXSYMLINKS`), this allows more for deep images.
+/// Symlinks followed while resolving one path before it counts as a loop,
+/// the limit containerd/continuity's `RootPath` uses as well.
 const MAX_SYMLINK_FOLLOWS: u32 = 255;
 
 /// Splits an archive path into components the way `filepath.Clean("/" + path)`
@@ -36,15 +36,15 @@ pub fn normalize_path(path: &[u8]) -> Vec<&[u8]> {
 /// Resolves the directory named by `components`, following symlinks inside
 /// the tree, and returns it.
 ///
-/// With `create` set, a missing directory is created with that metadata,
-/// and a component that is neither a directory nor a symlink is replaced by
-/// such a directory, as the archive implies one there. Without `create`,
-/// returns `None` when the path does not lead to a directory.
+/// With `create` set, a missing directory is created with that metadata.
+/// Without `create`, returns `None` when the path does not lead to a
+/// directory.
 /// `touched` is called with each directory entry the path passes through.
 ///
 /// # Errors
-/// [`TarError::InvalidEntry`] for a symlink loop, [`TarError::Tree`] for a
-/// name the tree rejects; `path` names the entry in both.
+/// [`TarError::InvalidEntry`] for a symlink loop or, with `create`, a
+/// component that exists but is not a directory; [`TarError::Tree`] for a
+/// name the tree rejects. `path` names the entry in all of them.
 pub fn resolve_dir(
     tree: &mut Tree,
     components: &[&[u8]],
@@ -93,14 +93,24 @@ pub fn resolve_dir(
                     queue.push_front(component.to_vec());
                 }
             }
-            (_, _) => {
+            (Some(_), _) => {
+                if create.is_none() {
+                    return Ok(None);
+                }
+                // Extracting onto a real filesystem fails here with ENOTDIR,
+                // and replacing the node would silently delete content.
+                return Err(TarError::InvalidEntry {
+                    path: path.into(),
+                    reason: format!(
+                        "its parent component {:?} is not a directory; list the directory entry before the entries in it",
+                        String::from_utf8_lossy(&name)
+                    ),
+                });
+            }
+            (None, _) => {
                 let Some(metadata) = create else {
                     return Ok(None);
                 };
-                if existing.is_some() {
-                    tree.unlink(current, &name)
-                        .map_err(|e| tree_error(path, e))?;
-                }
                 let id = tree
                     .add(current, &name, NodeKind::directory(), metadata.clone())
                     .map_err(|e| tree_error(path, e))?;
