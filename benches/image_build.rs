@@ -6,6 +6,7 @@
 //! tests/fixtures/build-images.sh (`BANGER_FIXTURES`, default
 //! /var/tmp/banger-fixtures). Results are recorded in benches/BENCHMARKS.md.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,8 +36,11 @@ fn fixtures() -> PathBuf {
 fn zcat_layers(layers: &[Layer]) -> Duration {
     let start = Instant::now();
     for layer in layers {
-        let start_bytes = std::fs::read(&layer.source.path).map(|b| b.get(..4).map(<[u8]>::to_vec)).unwrap().unwrap_or_default();
-        let tool = match Compression::detect(&start_bytes) {
+        let mut magic = Vec::new();
+        std::fs::File::open(&layer.source.path)
+            .and_then(|file| file.take(4).read_to_end(&mut magic))
+            .unwrap();
+        let tool = match Compression::detect(&magic) {
             Compression::Gzip => "zcat",
             Compression::Zstd => "zstdcat",
             Compression::None => "cat",
@@ -82,9 +86,18 @@ fn main() {
     });
 
     println!("layers:            {}", image.layers.len());
-    println!("zcat of layers:    {:.3} s (best of {RUNS})", zcat.as_secs_f64());
-    println!("flatten and build: {:.3} s (best of {RUNS})", build.as_secs_f64());
-    println!("ratio:             {:.2}x zcat", build.as_secs_f64() / zcat.as_secs_f64());
+    println!(
+        "zcat of layers:    {:.3} s (best of {RUNS})",
+        zcat.as_secs_f64()
+    );
+    println!(
+        "flatten and build: {:.3} s (best of {RUNS})",
+        build.as_secs_f64()
+    );
+    println!(
+        "ratio:             {:.2}x zcat",
+        build.as_secs_f64() / zcat.as_secs_f64()
+    );
     println!("image size:        {} MiB", size >> 20);
     println!("peak RSS:          {} MiB", peak_rss_kib() >> 10);
 }

@@ -32,6 +32,7 @@ const FIXTURE_TAGS: [&str; 4] = [
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 fn fixtures_dir() -> PathBuf {
     let dir = std::env::var_os("BANGER_FIXTURES")
@@ -346,6 +347,10 @@ enum Fault {
     ExtraBytes { with_length: bool },
     /// Send this many bytes, then stall without closing.
     Stall(usize),
+    /// Close the connection without sending a response.
+    Hangup,
+    /// Redirect to this URL with a 307.
+    Redirect(String),
 }
 
 #[derive(Clone, Debug)]
@@ -638,7 +643,14 @@ async fn serve_connection(
     }
 
     if let Some(reference) = request.path.strip_prefix("/v2/debian/manifests/") {
-        let manifest = state.lock().unwrap().manifests.get(reference).cloned();
+        let (manifest, fault) = {
+            let mut state = state.lock().unwrap();
+            let fault = state
+                .faults
+                .get_mut(&format!("manifest:{reference}"))
+                .and_then(VecDeque::pop_front);
+            (state.manifests.get(reference).cloned(), fault)
+        };
         return match manifest {
             Some((bytes, media_type)) => {
                 log(200);
@@ -647,6 +659,15 @@ async fn serve_connection(
                     ("Content-Type", media_type),
                     ("Docker-Content-Digest", digest),
                 ];
+                if let Some(Fault::DropAfter(cut)) = fault {
+                    let mut all = headers.to_vec();
+                    all.push(("Content-Length", bytes.len().to_string()));
+                    write_head(&mut stream, 200, &all).await?;
+                    return stream
+                        .get_mut()
+                        .write_all(&bytes[..cut.min(bytes.len())])
+                        .await;
+                }
                 respond(&mut stream, 200, &headers, &bytes).await
             }
             None => {
@@ -736,6 +757,14 @@ async fn serve_connection(
                 stream.get_mut().write_all(&longer).await?;
                 stream.get_mut().shutdown().await
             }
+        }
+        Some(Fault::Hangup) => {
+            log(0);
+            Ok(())
+        }
+        Some(Fault::Redirect(location)) => {
+            log(307);
+            respond(&mut stream, 307, &[("Location", location)], b"").await
         }
         Some(Fault::Stall(bytes)) => {
             log(status);
@@ -1152,6 +1181,27 @@ async fn index_selects_the_platform() {
         .unwrap();
     assert_eq!(pulled.manifest_digest.to_string(), image.manifest_digest);
 
+    // A Docker manifest list has the same shape under its own media type.
+    let list = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST_LIST,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest, "size": image.manifest.len(),
+             "platform": {"os": "linux", "architecture": "amd64"}},
+        ],
+    }))
+    .unwrap();
+    registry
+        .state
+        .lock()
+        .unwrap()
+        .manifests
+        .insert("list".to_owned(), (list, DOCKER_MANIFEST_LIST.to_owned()));
+    let pulled = pull_into(&registry.reference("list"), &options, &cache)
+        .await
+        .unwrap();
+    assert_eq!(pulled.manifest_digest.to_string(), image.manifest_digest);
+
     options.platform = "linux/s390x".parse().unwrap();
     let error = pull_into(&registry.reference("multi"), &options, &cache)
         .await
@@ -1232,4 +1282,111 @@ async fn docker_config_credentials_reach_the_token_endpoint() {
             .contains("scope=repository%3Adebian%3Apull"),
         "{token_requests:?}"
     );
+}
+
+#[tokio::test]
+async fn connection_closed_before_response_is_retried() {
+    let (registry, image) = FaultyRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path()).unwrap();
+    registry.add_fault(&image.layer_digest, Fault::Hangup);
+    registry.add_fault(&image.layer_digest, Fault::Hangup);
+
+    pull_into(
+        &registry.reference("small"),
+        &fast_options(&registry.address),
+        &cache,
+    )
+    .await
+    .expect("retry after closed connections");
+    let statuses: Vec<u16> = registry
+        .blob_requests(&image.layer_digest)
+        .iter()
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(statuses, [0, 0, 200]);
+    assert!(layer_cached(&cache, &image));
+    assert_cache_clean(&cache);
+}
+
+#[tokio::test]
+async fn redirect_to_unlisted_http_host_is_rejected() {
+    let (registry, image) = FaultyRegistry::start().await;
+    let (other, _) = FaultyRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path()).unwrap();
+    let location = format!(
+        "http://{}/v2/debian/blobs/{}",
+        other.address, image.layer_digest
+    );
+    registry.add_fault(&image.layer_digest, Fault::Redirect(location));
+
+    // Only the first registry is named insecure, so plain HTTP to the
+    // other one is not allowed, even through a redirect.
+    let error = pull_into(
+        &registry.reference("small"),
+        &fast_options(&registry.address),
+        &cache,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, PullError::Connection { attempts: 1, .. }),
+        "{error}"
+    );
+    assert!(other.blob_requests(&image.layer_digest).is_empty());
+    assert!(!layer_cached(&cache, &image));
+    assert_cache_clean(&cache);
+}
+
+#[tokio::test]
+async fn redirect_to_listed_http_host_is_followed() {
+    let (registry, image) = FaultyRegistry::start().await;
+    let (other, _) = FaultyRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path()).unwrap();
+    let location = format!(
+        "http://{}/v2/debian/blobs/{}",
+        other.address, image.layer_digest
+    );
+    registry.add_fault(&image.layer_digest, Fault::Redirect(location));
+
+    registry.state.lock().unwrap().token_budget = Some(100);
+
+    let mut options = fast_options(&registry.address);
+    options.insecure_registries.push(other.address.clone());
+    pull_into(&registry.reference("small"), &options, &cache)
+        .await
+        .expect("redirect to a listed registry");
+    let redirected = other.blob_requests(&image.layer_digest);
+    assert_eq!(redirected.len(), 1);
+    assert_eq!(
+        redirected[0].authorization, None,
+        "the token followed the redirect"
+    );
+    assert!(layer_cached(&cache, &image));
+}
+
+#[tokio::test]
+async fn interrupted_manifest_is_fetched_again() {
+    let (registry, image) = FaultyRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path()).unwrap();
+    registry.add_fault("manifest:small", Fault::DropAfter(40));
+
+    let pulled = pull_into(
+        &registry.reference("small"),
+        &fast_options(&registry.address),
+        &cache,
+    )
+    .await
+    .expect("retry after an interrupted manifest");
+    assert_eq!(pulled.manifest, image.manifest);
+    let manifest_requests = registry
+        .log()
+        .iter()
+        .filter(|l| l.path.ends_with("/manifests/small"))
+        .count();
+    assert_eq!(manifest_requests, 2);
+    assert_cache_clean(&cache);
 }

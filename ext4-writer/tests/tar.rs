@@ -474,8 +474,18 @@ fn tree_file_as_parent_rejected() {
     builder.append_link(&mut h, "link", "/etc/passwd").unwrap();
     append_file(&mut builder, "link/inner", 0o644, b"x");
     let archive = builder.into_inner().unwrap();
-    let err = tree_from_tar(archive.as_slice(), root_metadata(), &mut Spool::new().unwrap())
-        .unwrap_err();
-    assert!(matches!(&err, TarError::InvalidEntry { path, .. } if path == "link/inner"), "{err}");
-    assert!(err.to_string().contains("\"passwd\" is not a directory"), "{err}");
+    let err = tree_from_tar(
+        archive.as_slice(),
+        root_metadata(),
+        &mut Spool::new().unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, TarError::InvalidEntry { path, .. } if path == "link/inner"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("\"passwd\" is not a directory"),
+        "{err}"
+    );
 }

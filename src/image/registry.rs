@@ -216,6 +216,8 @@ struct Session<'a> {
     options: &'a PullOptions,
     oci: oci_client::Client,
     http: reqwest::Client,
+    /// `SCHEME://HOST/v2/`, the API version check that starts the token handshake.
+    api_url: String,
     /// `SCHEME://HOST/v2/REPOSITORY`.
     base_url: String,
     credentials: RegistryAuth,
@@ -236,11 +238,8 @@ impl<'a> Session<'a> {
             .iter()
             .any(|r| r == reference.registry() || r == reference.api_host());
         let scheme = if insecure { "http" } else { "https" };
-        let base_url = format!(
-            "{scheme}://{}/v2/{}",
-            reference.api_host(),
-            reference.repository()
-        );
+        let api_url = format!("{scheme}://{}/v2/", reference.api_host());
+        let base_url = format!("{api_url}{}", reference.repository());
 
         let oci_protocol = if insecure {
             ClientProtocol::HttpsExcept(vec![reference.api_host().to_owned()])
@@ -260,7 +259,8 @@ impl<'a> Session<'a> {
             .read_timeout(options.read_timeout)
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 // A redirect to plain HTTP is allowed only to an insecure
-                // registry; reqwest drops Authorization on a host change.
+                // registry. reqwest 0.13 drops Authorization itself when the
+                // host, port or scheme changes.
                 let url = attempt.url().clone();
                 let host = url_host_port(&url);
                 if url.scheme() != "https" && !insecure_hosts.contains(&host) {
@@ -279,6 +279,7 @@ impl<'a> Session<'a> {
             options,
             oci,
             http,
+            api_url,
             base_url,
             credentials,
             token: Mutex::new((0, None)),
@@ -322,7 +323,7 @@ impl<'a> Session<'a> {
                 Err(oci_client::errors::OciDistributionError::RequestError(source)) => {
                     return Err(PullError::Connection {
                         reference: self.reference.to_string(),
-                        url: format!("{}/", self.base_url),
+                        url: self.api_url.clone(),
                         attempts: attempt,
                         source,
                     })
@@ -373,7 +374,8 @@ impl<'a> Session<'a> {
 
             let response = match request.send().await {
                 Ok(response) => response,
-                Err(source) if attempt < retry.max_attempts => {
+                // A rejected redirect fails the same way on every attempt.
+                Err(source) if attempt < retry.max_attempts && !source.is_redirect() => {
                     let pause = retry.backoff(attempt);
                     warn!(url, error = %source, attempt, ?pause, "request failed; retrying");
                     tokio::time::sleep(pause).await;
@@ -505,32 +507,60 @@ impl<'a> Session<'a> {
                 .parse()
                 .expect("valid Accept"),
         );
-        let response = self.get(&url, headers).await?;
+        let retry = &self.options.retry;
+        let mut attempt = 0;
+        let (bytes, header_digest, content_type) = loop {
+            attempt += 1;
+            let response = self.get(&url, headers.clone()).await?;
 
-        let status = response.status();
-        if status == StatusCode::NOT_FOUND {
-            return Err(PullError::ManifestNotFound {
-                reference: self.reference.to_string(),
-                registry: self.reference.registry().to_owned(),
-            });
-        }
-        if !status.is_success() {
-            return Err(self.status_error(&url, response).await);
-        }
-        let header_digest = response
-            .headers()
-            .get(DOCKER_CONTENT_DIGEST)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<Digest>().ok());
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned());
+            let status = response.status();
+            if status == StatusCode::NOT_FOUND {
+                return Err(PullError::ManifestNotFound {
+                    reference: self.reference.to_string(),
+                    registry: self.reference.registry().to_owned(),
+                });
+            }
+            if !status.is_success() {
+                return Err(self.status_error(&url, response).await);
+            }
+            let header_digest = response
+                .headers()
+                .get(DOCKER_CONTENT_DIGEST)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Digest>().ok());
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned());
 
-        let bytes = self
-            .read_small_body(response, MANIFEST_SIZE_LIMIT, &url)
-            .await?;
+            // An interrupted body is fetched again whole: manifests are small.
+            match self
+                .read_small_body(response, MANIFEST_SIZE_LIMIT, &url)
+                .await
+            {
+                Ok(bytes) => break (bytes, header_digest, content_type),
+                Err(PullError::Connection { source, .. }) if attempt < retry.max_attempts => {
+                    let pause = retry.backoff(attempt);
+                    warn!(url, error = %source, attempt, ?pause, "manifest body interrupted; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(PullError::Connection {
+                    reference,
+                    url,
+                    source,
+                    ..
+                }) => {
+                    return Err(PullError::Connection {
+                        reference,
+                        url,
+                        attempts: attempt,
+                        source,
+                    })
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let digest = Digest::of(&bytes);
         for claimed in [expected, header_digest.as_ref()].into_iter().flatten() {
             if claimed != &digest {

@@ -4,13 +4,14 @@
 //! An image directory appears only by rename from a temporary directory
 //! that already contains both files, so a reader never sees half an image.
 //! Record updates (tags moving between images, removals) run under an
-//! exclusive `flock` on `<data>/images/.lock`. Pulls hold a shared lock on
+//! exclusive `flock` on `<data>/images/.lock`, and builds of one digest
+//! under `.build-<hex>.lock`. Pulls hold a shared lock on
 //! `.pull.lock` from their first download to their record, and prune takes
 //! it exclusively, so prune never deletes the blobs of a running pull.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -20,13 +21,15 @@ use tracing::{debug, warn};
 
 use crate::error::{Classify, ExitCode};
 use crate::image::blob_cache::{BlobCache, CacheError};
+use crate::image::build::INJECTED_VERSION;
 use crate::image::model::{Digest, ImageConfig, LayerBlob, PulledImage};
 use crate::image::reference::ImageReference;
 
-/// Version of the root filesystem layout banger builds. An image built with
-/// another version is rebuilt on the next pull of its digest.
-// NOTE: bump this when the ext4 writer or the set of injected files changes
-// what a build produces.
+/// Version of the root filesystem banger builds. An image built with another
+/// version, or with another [`INJECTED_VERSION`], is rebuilt on the next
+/// pull of its digest.
+// NOTE: bump this when the ext4 writer changes what a build produces;
+// changes to the injected files bump `INJECTED_VERSION` instead.
 pub const ROOTFS_FORMAT_VERSION: u32 = 1;
 
 /// File name of the root filesystem in an image directory.
@@ -55,6 +58,9 @@ pub struct ImageRecord {
     /// Layers, oldest first.
     pub layers: Vec<LayerBlob>,
     pub rootfs_format_version: u32,
+    /// Version of the files banger injected into the root filesystem.
+    #[serde(default)]
+    pub injected_version: u32,
     /// Size of `rootfs.ext4` in bytes (its apparent size, holes included).
     pub rootfs_size: u64,
     /// When banger built this image.
@@ -248,10 +254,18 @@ impl ImageStore {
         build: impl FnOnce(&Path) -> Result<(), BuildFailure>,
     ) -> Result<ImageRecord, StoreError> {
         let digest = &pulled.manifest_digest;
+        // One build per digest at a time: a second pull of the same image
+        // waits here and then reuses the first one's build.
+        let _build_lock = self.lock_file(
+            &format!(".build-{}.lock", digest.hex()),
+            FlockOperation::LockExclusive,
+        )?;
         if let Some(record) = self.get(digest)? {
             let rootfs_ok =
                 fs::metadata(self.rootfs_path(digest)).is_ok_and(|m| m.len() == record.rootfs_size);
-            if record.rootfs_format_version == ROOTFS_FORMAT_VERSION && rootfs_ok {
+            let current = record.rootfs_format_version == ROOTFS_FORMAT_VERSION
+                && record.injected_version == INJECTED_VERSION;
+            if current && rootfs_ok {
                 debug!(%digest, "image already built; reusing it");
                 return self.tag(digest, reference);
             }
@@ -262,6 +276,9 @@ impl ImageStore {
             .prefix(&format!("{TEMP_PREFIX}{}-", digest.hex()))
             .tempdir_in(&self.root)
             .map_err(io_error("create a temporary directory in", &self.root))?;
+        // tempfile creates the directory 0700; a stored image is readable.
+        fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o755))
+            .map_err(io_error("set permissions of", temp.path()))?;
         let rootfs = temp.path().join(ROOTFS_FILE);
         build(&rootfs).map_err(|failure| StoreError::Build {
             reference: reference.to_owned(),
@@ -283,6 +300,7 @@ impl ImageStore {
             config: pulled.config.clone(),
             layers: pulled.layers.clone(),
             rootfs_format_version: ROOTFS_FORMAT_VERSION,
+            injected_version: INJECTED_VERSION,
             rootfs_size,
             created: DateTime::<Utc>::from(std::time::SystemTime::now()),
         };
@@ -390,7 +408,7 @@ impl ImageStore {
     }
 
     /// Copies the root filesystem of `query` to `output` through a temporary
-    /// file in the same directory. Returns the number of bytes copied.
+    /// file in the same directory, keeping its holes. Returns the file size.
     pub fn export(&self, query: &str, output: &Path) -> Result<u64, StoreError> {
         let record = self.find(query)?;
         let source = self.rootfs_path(&record.manifest_digest);
@@ -400,9 +418,12 @@ impl ImageStore {
         };
         let temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
+            .permissions(fs::Permissions::from_mode(0o644))
             .tempfile_in(dir)
             .map_err(io_error("create a temporary file in", dir))?;
-        let copied = fs::copy(&source, temp.path()).map_err(io_error("copy", &source))?;
+        let source_file = File::open(&source).map_err(io_error("open", &source))?;
+        let copied =
+            copy_sparse(&source_file, temp.as_file()).map_err(io_error("copy", &source))?;
         temp.as_file()
             .sync_all()
             .map_err(io_error("fsync", temp.path()))?;
@@ -487,6 +508,76 @@ impl ImageRecord {
     }
 }
 
+/// Copies `source` to the empty file `target` extent by extent, so holes in
+/// the source stay holes. Returns the size of the source.
+fn copy_sparse(source: &File, target: &File) -> io::Result<u64> {
+    let size = source.metadata()?.len();
+    let mut offset = 0;
+    while offset < size {
+        let data_start = match rustix::fs::seek(source, rustix::fs::SeekFrom::Data(offset)) {
+            Ok(start) => start,
+            // ENXIO: no data after `offset`, only a trailing hole.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(errno) => return Err(errno.into()),
+        };
+        let data_end = rustix::fs::seek(source, rustix::fs::SeekFrom::Hole(data_start))?;
+
+        copy_range(source, target, data_start, data_end)?;
+        offset = data_end;
+    }
+    target.set_len(size)?;
+    Ok(size)
+}
+
+/// Copies bytes `start..end` between the same offsets of two files, with
+/// `copy_file_range` where the kernel supports it for this pair of files
+/// (Linux 5.19 and later reject most pairs on different filesystems) and
+/// positioned reads and writes otherwise.
+fn copy_range(source: &File, target: &File, start: u64, end: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+
+    let shrank = || {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "source file shrank while it was copied",
+        )
+    };
+    let mut read_offset = start;
+    let mut write_offset = start;
+    while read_offset < end {
+        let chunk = usize::try_from(end - read_offset).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(
+            source,
+            Some(&mut read_offset),
+            target,
+            Some(&mut write_offset),
+            chunk,
+        ) {
+            Ok(0) => return Err(shrank()),
+            Ok(_) => {}
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::OPNOTSUPP
+                | rustix::io::Errno::INVAL,
+            ) => break,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+
+    let mut buffer = vec![0u8; 1 << 20];
+    while read_offset < end {
+        let want = usize::try_from(end - read_offset).map_or(buffer.len(), |n| n.min(buffer.len()));
+        let read = source.read_at(&mut buffer[..want], read_offset)?;
+        if read == 0 {
+            return Err(shrank());
+        }
+        target.write_all_at(&buffer[..read], read_offset)?;
+        read_offset += read as u64;
+    }
+    Ok(())
+}
+
 fn read_record(path: &Path) -> Result<Option<ImageRecord>, StoreError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
@@ -512,6 +603,7 @@ fn write_record(path: &Path, record: &ImageRecord) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
+        .permissions(fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
         .map_err(io_error("create a temporary file in", dir))?;
     // Serializing plain data with string keys cannot fail.
@@ -826,5 +918,39 @@ mod tests {
         let copied = f.store.export("debian:bookworm", &output).unwrap();
         assert_eq!(copied, 10);
         assert_eq!(fs::read(&output).unwrap(), b"ext4 bytes");
+    }
+
+    #[test]
+    fn export_keeps_holes() {
+        use std::os::unix::fs::MetadataExt;
+
+        let f = fixture();
+        let image = pulled("debian:bookworm", b"a", &f.cache);
+        f.store
+            .install(&image, DEBIAN, "linux/amd64", |path| {
+                // 64 MiB apparent size with 8 KiB of data at each end.
+                let file = File::create(path).unwrap();
+                file.set_len(64 << 20).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&file, &[7u8; 8192], 0).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&file, &[9u8; 8192], (64 << 20) - 8192)
+                    .unwrap();
+                Ok(())
+            })
+            .unwrap();
+        let output = f._dir.path().join("sparse.ext4");
+        let copied = f.store.export("debian:bookworm", &output).unwrap();
+
+        assert_eq!(copied, 64 << 20);
+        let meta = fs::metadata(&output).unwrap();
+        assert_eq!(meta.len(), 64 << 20);
+        assert!(
+            meta.blocks() * 512 < 1 << 20,
+            "holes were filled: {} blocks",
+            meta.blocks()
+        );
+        let bytes = fs::read(&output).unwrap();
+        assert!(bytes[..8192].iter().all(|&b| b == 7));
+        assert!(bytes[8192..(64 << 20) - 8192].iter().all(|&b| b == 0));
+        assert!(bytes[(64 << 20) - 8192..].iter().all(|&b| b == 9));
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Parent components that are symlinks are followed inside the tree: an
 //! absolute target restarts at the tree's root and `..` never climbs above
-//! it, as containerd's `fs.RootPath` and the `securejoin` package resolve
-//! paths during layer extraction. The last component is never followed.
+//! it, as `RootPath` in containerd/continuity (`fs/path.go`) resolves paths
+//! during layer extraction. The last component is never followed.
 
 use std::collections::VecDeque;
 
@@ -12,8 +12,8 @@ use super::reader::{Entry, EntryKind};
 use super::TarError;
 use crate::tree::{Metadata, NodeId, NodeKind, Tree};
 
-/// Symlinks followed while resolving one path before it counts as a loop;
-/// Linux stops at 40 (`MAXSYMLINKS`), this allows more for deep images.
+/// Symlinks followed while resolving one path before it counts as a loop,
+/// the limit containerd/continuity's `RootPath` uses as well.
 const MAX_SYMLINK_FOLLOWS: u32 = 255;
 
 /// Splits an archive path into components the way `filepath.Clean("/" + path)`

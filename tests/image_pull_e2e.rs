@@ -1,0 +1,153 @@
+//! `banger image pull` and `banger image export` end to end, as a user runs
+//! them: the exported ext4 of a fixture image from the real loopback
+//! registry passes `e2fsck -fn` and, mounted read-only, equals the tree a
+//! root `umoci unpack` made. Needs root, e2fsprogs, util-linux, attr and
+//! libcap2-bin.
+
+mod image_support;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use image_support::mount::{e2fsck_clean, xattr_set, Mount, LISTING_SCRIPT, SHA256_SCRIPT};
+
+fn registry_address() -> String {
+    let address =
+        std::env::var("BANGER_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5055".to_owned());
+    let reachable = address
+        .parse::<SocketAddr>()
+        .ok()
+        .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+        .is_some();
+    assert!(
+        reachable,
+        "test registry {address} is not reachable: run tests/fixtures/build-images.sh, which starts it through tests/fixtures/registry.sh (or set BANGER_TEST_REGISTRY)"
+    );
+    address
+}
+
+/// Runs `banger` with its config, cache and data inside `home`.
+fn banger(home: &Path, args: &[&str]) -> Output {
+    let empty = home.join("empty.toml");
+    fs::write(&empty, "").unwrap();
+    Command::new(env!("CARGO_BIN_EXE_banger"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("BANGER_CONFIG", &empty)
+        .env("BANGER_CACHE_DIR", home.join("cache"))
+        .env("BANGER_DATA_DIR", home.join("data"))
+        .env("BANGER_RUNTIME_DIR", home.join("run"))
+        .output()
+        .unwrap()
+}
+
+fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} exited with {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Compares the mounted image with expected/NAME.{txt,sha256,xattrs.txt}.
+fn assert_matches_reference(mount: &Mount, name: &str) {
+    let fixtures = image_support::fixtures();
+    // lost+found is the only entry the ext4 adds; the fixtures already
+    // contain every mount point banger injects.
+    let listing: String = mount
+        .run(LISTING_SCRIPT)
+        .lines()
+        .filter(|line| !line.starts_with("./lost+found\t"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let expected = fs::read_to_string(fixtures.join(format!("expected/{name}.txt"))).unwrap();
+    image_support::assert_same_listing(&listing, &expected, name);
+
+    let expected = fs::read_to_string(fixtures.join(format!("expected/{name}.sha256"))).unwrap();
+    image_support::assert_same_listing(&mount.run(SHA256_SCRIPT), &expected, name);
+
+    let dump = mount.run("getfattr -R -h -d -m - --absolute-names . 2>/dev/null || true");
+    let expected =
+        fs::read_to_string(fixtures.join(format!("expected/{name}.xattrs.txt"))).unwrap();
+    assert_eq!(xattr_set(&dump), xattr_set(&expected), "{name} xattrs");
+}
+
+#[test]
+fn pull_export_matches_umoci_unpack() {
+    let registry = registry_address();
+    let home = tempfile::tempdir().unwrap();
+    let reference = format!("{registry}/debian:bookworm-banger");
+    let pull_args = [
+        "image",
+        "pull",
+        "--quiet",
+        "--insecure-registry",
+        &registry,
+        &reference,
+    ];
+
+    let output = banger(home.path(), &pull_args);
+    assert_success(&output, "image pull");
+    let expected_digest =
+        fs::read_to_string(image_support::fixtures().join("registry/bookworm-banger.digest"))
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(expected_digest.trim()), "{stdout}");
+
+    // A second pull of the same digest reuses the stored build.
+    let rootfs = home
+        .path()
+        .join("data/images")
+        .join(expected_digest.trim().trim_start_matches("sha256:"))
+        .join("rootfs.ext4");
+    let inode = fs::metadata(&rootfs).unwrap().ino();
+    let started = Instant::now();
+    assert_success(&banger(home.path(), &pull_args), "second image pull");
+    assert_eq!(
+        fs::metadata(&rootfs).unwrap().ino(),
+        inode,
+        "the image was rebuilt"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let exported = home.path().join("bookworm-banger.ext4");
+    let output = banger(
+        home.path(),
+        &[
+            "image",
+            "export",
+            &reference,
+            "-o",
+            exported.to_str().unwrap(),
+        ],
+    );
+    assert_success(&output, "image export");
+    let meta = fs::metadata(&exported).unwrap();
+    assert_eq!(meta.len(), fs::metadata(&rootfs).unwrap().len());
+    assert!(
+        meta.blocks() * 512 < meta.len(),
+        "the export filled the image's holes"
+    );
+
+    e2fsck_clean(&exported);
+    let mount = Mount::new(&exported);
+    assert_matches_reference(&mount, "bookworm-banger");
+    let ping = mount.run("getcap usr/bin/ping");
+    assert!(ping.contains("cap_net_raw=ep"), "getcap: {ping}");
+    assert_eq!(
+        mount.run("stat -c '%a %u:%g' usr/bin/sudo").trim(),
+        "4755 0:0"
+    );
+    assert_eq!(mount.run("stat -c '%t:%T' dev/null").trim(), "1:3");
+}
