@@ -52,8 +52,8 @@ impl Bitmap {
         set
     }
 
-    /// The `metadata_csum` checksum over the first `bits` bits, which is
-    /// what the kernel covers: the blocks or inodes per group.
+    /// Computes the `metadata_csum` checksum over the first `bits` bits,
+    /// the blocks or inodes per group, which is what the kernel covers.
     pub fn checksum(&self, fs_seed: u32, bits: u32) -> u32 {
         crc32c_raw(fs_seed, &self.bytes[..(bits / 8) as usize])
     }

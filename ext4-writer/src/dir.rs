@@ -25,8 +25,8 @@ pub(crate) struct Entry<'a> {
     pub file_type: u8,
 }
 
-/// The record length of an entry with a `name_len`-byte name: 8 bytes of
-/// header plus the name, rounded up to 4 bytes.
+/// Returns the record length of an entry with a `name_len`-byte name: 8
+/// bytes of header plus the name, rounded up to 4 bytes.
 pub(crate) fn rec_len(name_len: usize) -> usize {
     (8 + name_len + 3) & !3
 }
@@ -141,7 +141,7 @@ pub(crate) fn linear_blocks(
     blocks
 }
 
-/// Number of blocks [`linear_blocks`] makes, without encoding them.
+/// Counts the blocks [`linear_blocks`] makes, without encoding them.
 pub(crate) fn linear_block_count(names: impl Iterator<Item = usize>, block_size: usize) -> usize {
     let dots = [1usize, 2].into_iter();
     block_starts(dots.chain(names).map(rec_len), block_size - TAIL_SIZE, 0).len()

@@ -306,7 +306,7 @@ fn index_block(
     put_u16(&mut block, count_offset + 2, index.len() as u16); // count
     for (number, (hash, logical)) in index.iter().enumerate() {
         let offset = count_offset + number * 8;
-        // The first entry has no hash: its place holds the count and limit.
+        // The first entry has no hash because the count and limit take its place.
         if number > 0 {
             put_u32(&mut block, offset, *hash); // hash
         }

@@ -22,7 +22,7 @@ pub(crate) const S_IFSOCK: u16 = 0o140000;
 
 /// `i_flags`: the directory has an htree index.
 pub(crate) const EXT4_INDEX_FL: u32 = 0x1000;
-/// `i_flags`: `i_block` holds an extent tree.
+/// `i_flags`: `i_block` contains an extent tree.
 pub(crate) const EXT4_EXTENTS_FL: u32 = 0x80000;
 
 /// Bytes after the extra fields where in-inode xattrs go.
@@ -79,7 +79,7 @@ impl Default for Inode {
     }
 }
 
-/// Whether `time` fits the inode encoding.
+/// Checks whether `time` fits the inode encoding.
 pub(crate) fn timestamp_in_range(time: Timestamp) -> bool {
     (MIN_SECONDS..=MAX_SECONDS).contains(&time.seconds) && time.nanoseconds < 1_000_000_000
 }

@@ -15,6 +15,10 @@ pub(crate) const INODE_SIZE: u32 = 256;
 /// Size of one group descriptor with the `64bit` feature, in bytes.
 pub(crate) const DESC_SIZE: u32 = 64;
 
+/// Fewest blocks of a filesystem: a superblock, a descriptor block, two
+/// bitmaps, an inode table and the root and lost+found directories.
+const MIN_BLOCKS: u64 = 16;
+
 /// The shape of a filesystem: block and group counts and sizes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Geometry {
@@ -34,7 +38,7 @@ impl Geometry {
     /// The geometry of `blocks_count` blocks holding at least `inodes` inodes.
     ///
     /// # Errors
-    /// [`Error::TooManyInodes`] when a group cannot hold its share of
+    /// [`Error::OutOfSpace`] below 16 blocks, [`Error::TooManyInodes`] when a group cannot hold its share of
     /// inodes, [`Error::FilesystemTooLarge`] when the descriptor table would
     /// not fit in a group or the counts overflow 32 bits.
     #[allow(
@@ -44,6 +48,11 @@ impl Geometry {
     pub fn new(block_size: u32, blocks_count: u64, inodes: u64) -> Result<Self, Error> {
         let first_data_block = u64::from(block_size == 1024);
         let blocks_per_group = block_size * 8;
+        if blocks_count < first_data_block + MIN_BLOCKS {
+            return Err(Error::OutOfSpace {
+                blocks: blocks_count,
+            });
+        }
         let group_count_wide = blocks_count
             .saturating_sub(first_data_block)
             .div_ceil(u64::from(blocks_per_group))

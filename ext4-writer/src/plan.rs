@@ -109,7 +109,7 @@ impl Plan {
         Ok(plan)
     }
 
-    /// The path of `node` from the root, for error messages.
+    /// Finds the path of `node` from the root, for error messages.
     pub fn path(&self, tree: &Tree, node: NodeId) -> String {
         let mut parts: Vec<String> = Vec::new();
         let mut current = node;
@@ -147,8 +147,8 @@ impl Plan {
         inodes
     }
 
-    /// The entries of directory `dir` as they go on disk, with `lost+found`
-    /// added to the root when the tree has none.
+    /// Lists the entries of directory `dir` as they go on disk, with
+    /// `lost+found` added to the root when the tree has none.
     pub fn dir_entries<'t>(&self, tree: &'t Tree, dir: Option<NodeId>) -> Vec<Entry<'t>> {
         let mut entries: Vec<Entry> = match dir {
             Some(dir) => tree
@@ -171,7 +171,7 @@ impl Plan {
         entries
     }
 
-    /// The inode number of the directory holding `dir`.
+    /// Returns the inode number of the directory that contains `dir`.
     pub fn parent_inode(&self, tree: &Tree, dir: Option<NodeId>) -> u32 {
         match dir {
             Some(node) if node != tree.root() => self.inode_of[self.parent[node.index()].index()],
@@ -180,7 +180,7 @@ impl Plan {
     }
 }
 
-/// The directory entry type of a node kind.
+/// Returns the directory entry type of a node kind.
 pub(crate) fn file_type(kind: &NodeKind) -> u8 {
     match kind {
         NodeKind::Directory(_) => dir::FT_DIR,
@@ -212,7 +212,8 @@ pub(crate) fn extent_splits(blocks: u64, block_size: u32) -> u64 {
     blocks / MAX_EXTENT_LEN + blocks / half_group + 1
 }
 
-/// The blocks a file's data covers and the runs they form.
+/// Counts the blocks a file's segments cover and the runs they form:
+/// returns (blocks, runs).
 pub(crate) fn covered_blocks(data: &FileData, block_size: u32) -> (u64, u64) {
     let block_size = u64::from(block_size);
     let mut blocks = 0;
@@ -246,6 +247,10 @@ pub(crate) struct ContentSize {
 }
 
 /// Checks every node and sums the blocks it needs with `block_size`.
+///
+/// NOTE: each distinct xattr block is kept in memory until the image is
+/// written, so a tree where every node has its own large xattr set costs a
+/// block of memory per node.
 pub(crate) fn content_size(
     plan: &Plan,
     tree: &Tree,

@@ -20,7 +20,7 @@ use crate::options::{Options, Sizing};
 use crate::output::Output;
 use crate::plan::{self, ContentSize, Plan, FAST_SYMLINK_MAX};
 use crate::superblock::{self, JournalBackup, SuperblockFields, SUPERBLOCK_OFFSET};
-use crate::tree::{FileData, Metadata, NodeId, NodeKind, Timestamp, Tree};
+use crate::tree::{FileData, Metadata, NodeId, NodeKind, Segment, Timestamp, Tree};
 use crate::xattr;
 
 /// Bytes per inode that mke2fs reserves by default (`inode_ratio`), used
@@ -32,7 +32,7 @@ const CHUNK_BYTES: u64 = 1 << 20;
 /// blocks is dropped or grown, as mke2fs does.
 const MIN_LAST_GROUP_BLOCKS: u64 = 50;
 
-/// What was written.
+/// Summary of a written image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Report {
     pub size_bytes: u64,
@@ -71,18 +71,23 @@ pub fn write_file(tree: &Tree, options: &Options, file: &File) -> Result<Report,
     write_prepared(tree, prepared, file, false)
 }
 
-/// The smallest image size in bytes that holds `tree` with `options`,
-/// without headroom.
+/// Computes the smallest image size in bytes that fits `tree` with
+/// `options`, without headroom.
 ///
-/// NOTE: the size assumes every block of file data is written; blocks of
-/// zeros that become holes make the real minimum smaller.
+/// NOTE: the size assumes every block of file data is written and sizes
+/// extent trees for a worst case of splits, so blocks of zeros that become
+/// holes and contiguous files make the real minimum a little smaller.
 pub fn minimum_size(tree: &Tree, options: &Options) -> Result<u64, Error> {
-    let minimum = Sizing::Auto {
+    let prepared = prepare(tree, options, minimum_sizing())?;
+    Ok(prepared.geometry.blocks_count * u64::from(prepared.geometry.block_size))
+}
+
+/// Automatic sizing without headroom.
+fn minimum_sizing() -> Sizing {
+    Sizing::Auto {
         headroom_percent: 0,
         min_free_bytes: 0,
-    };
-    let prepared = prepare(tree, options, minimum)?;
-    Ok(prepared.geometry.blocks_count * u64::from(prepared.geometry.block_size))
+    }
 }
 
 fn write_inner<W: Write + Seek>(
@@ -145,7 +150,7 @@ fn label_bytes(options: &Options) -> Result<[u8; 16], Error> {
     Ok(label)
 }
 
-/// The inode count to ask the geometry for.
+/// Picks the inode count to request from the geometry.
 fn inode_target(plan: &Plan, options: &Options, sizing: Sizing) -> Result<u64, Error> {
     let required = u64::from(plan.max_inode);
     if let Some(requested) = options.inode_count {
@@ -159,15 +164,21 @@ fn inode_target(plan: &Plan, options: &Options, sizing: Sizing) -> Result<u64, E
         return Ok(requested);
     }
     Ok(match sizing {
+        // Free space gets inodes too, at mke2fs's bytes-per-inode ratio.
         Sizing::Auto {
-            headroom_percent, ..
-        } => required + required * u64::from(headroom_percent) / 100,
+            headroom_percent,
+            min_free_bytes,
+        } => {
+            required
+                + (required * u64::from(headroom_percent) / 100)
+                    .max(min_free_bytes / BYTES_PER_INODE)
+        }
         Sizing::Fixed { bytes } => required.max(bytes / BYTES_PER_INODE),
     })
 }
 
-/// A geometry of `blocks` blocks with its metadata placed: the geometry,
-/// the blocks left for content and the journal size.
+/// Lays out a geometry of `blocks` blocks with its metadata placed;
+/// returns the geometry, the blocks left for content and the journal size.
 fn evaluate(
     block_size: u32,
     blocks: u64,
@@ -186,7 +197,18 @@ fn evaluate(
     Ok((geometry, free, journal_blocks))
 }
 
-/// Whether the last group of `blocks` blocks is too small to keep.
+/// Counts the blocks of a journal of `journal_blocks` blocks with the
+/// extent tree blocks its splits at 32768 blocks and superblock copies may need.
+fn journal_footprint(journal_blocks: u32, block_size: u32) -> u64 {
+    if journal_blocks == 0 {
+        return 0;
+    }
+    let blocks = u64::from(journal_blocks);
+    blocks + extent::tree_blocks(1 + plan::extent_splits(blocks, block_size), block_size)
+}
+
+/// Checks whether the last group of `blocks` blocks is too small to keep,
+/// and returns its first block when it is.
 fn last_group_too_small(block_size: u32, blocks: u64) -> Option<u64> {
     let geometry = Geometry::new(block_size, blocks, 16).ok()?;
     let last = geometry.group_count - 1;
@@ -210,20 +232,26 @@ fn choose_geometry(
             if let Some(last_group_start) = last_group_too_small(block_size, blocks) {
                 blocks = last_group_start;
             }
-            let fits = match evaluate(block_size, blocks, inodes, options.journal) {
-                Ok((geometry, free, journal_blocks)) => (free
-                    >= content.blocks + u64::from(journal_blocks))
-                .then_some((geometry, journal_blocks)),
-                Err(Error::OutOfSpace { .. }) | Err(Error::TooManyInodes { .. }) => None,
-                Err(error) => return Err(error),
-            };
-            match fits {
-                Some(fit) => Ok(fit),
-                None => Err(Error::DoesNotFit {
-                    required_bytes: minimum_size(tree, options)?,
-                    available_bytes: bytes,
-                }),
+            // The default inode count follows mke2fs's bytes-per-inode ratio.
+            // When that leaves no room for the content, only the inodes the
+            // tree needs are made, as minimum_size assumes.
+            let required_inodes = inode_target(plan, options, minimum_sizing())?;
+            for inodes in [inodes, required_inodes] {
+                match evaluate(block_size, blocks, inodes, options.journal) {
+                    Ok((geometry, free, journal_blocks)) => {
+                        let needed = content.blocks + journal_footprint(journal_blocks, block_size);
+                        if free >= needed {
+                            return Ok((geometry, journal_blocks));
+                        }
+                    }
+                    Err(Error::OutOfSpace { .. }) | Err(Error::TooManyInodes { .. }) => {}
+                    Err(error) => return Err(error),
+                }
             }
+            Err(Error::DoesNotFit {
+                required_bytes: minimum_size(tree, options)?,
+                available_bytes: bytes,
+            })
         }
         Sizing::Auto {
             headroom_percent,
@@ -249,9 +277,11 @@ fn choose_geometry(
                         }
                         Err(error) => return Err(error),
                     };
-                let needed = content.blocks + u64::from(journal_blocks);
+                let needed = content.blocks + journal_footprint(journal_blocks, block_size);
                 let used = blocks - free + needed;
-                let headroom = (used * u64::from(headroom_percent) / 100).max(min_free_blocks);
+                let headroom = (used * u64::from(headroom_percent))
+                    .div_ceil(100)
+                    .max(min_free_blocks);
                 let target_free = needed + headroom;
                 if free >= target_free {
                     return Ok((geometry, journal_blocks));
@@ -447,7 +477,12 @@ impl<W: Write + Seek> Writer<'_, W> {
                 self.used_dirs[group] += 1;
             }
             NodeKind::Regular(data) => {
-                let (extents, data_blocks) = self.write_regular(data)?;
+                // node is Some: the lost+found the writer adds is a directory.
+                let path = || {
+                    node.map(|node| self.plan.path(self.tree, node))
+                        .unwrap_or_default()
+                };
+                let (extents, data_blocks) = self.write_regular(data, path)?;
                 let (i_block, tree_blocks) = self.write_extent_tree(&extents, number)?;
                 inode.i_block = i_block;
                 inode.flags = inode::EXT4_EXTENTS_FL;
@@ -547,7 +582,6 @@ impl<W: Write + Seek> Writer<'_, W> {
             1
         };
         let blocks = if indexed {
-            // directory_blocks just checked that two levels suffice.
             htree::encode(
                 dot_dot,
                 &entries,
@@ -555,7 +589,14 @@ impl<W: Write + Seek> Writer<'_, W> {
                 &self.hash_seed,
                 seed,
             )
-            .unwrap_or_default()
+            .map_err(|leaf_blocks| Error::DirectoryTooLarge {
+                path: node.map_or_else(
+                    || "/lost+found".to_string(),
+                    |node| self.plan.path(self.tree, node),
+                ),
+                leaf_blocks,
+                max_leaf_blocks: htree::max_leaf_blocks(block_size as usize),
+            })?
         } else {
             dir::linear_blocks(dot_dot, &entries, block_size as usize, min_blocks, seed)
         };
@@ -611,7 +652,11 @@ impl<W: Write + Seek> Writer<'_, W> {
         clippy::cast_possible_truncation,
         reason = "offsets inside the chunk buffer are below CHUNK_BYTES, and logical blocks fit 32 bits because file sizes are checked"
     )]
-    fn write_regular(&mut self, data: &FileData) -> Result<(Vec<Extent>, u64), Error> {
+    fn write_regular(
+        &mut self,
+        data: &FileData,
+        path: impl Fn() -> String,
+    ) -> Result<(Vec<Extent>, u64), Error> {
         let block_size = u64::from(self.block_size());
         let (covered, runs) = plan::covered_blocks(data, self.block_size());
         let planned_extents = runs + plan::extent_splits(covered, self.block_size());
@@ -631,34 +676,10 @@ impl<W: Write + Seek> Writer<'_, W> {
             while chunk_start < range_end {
                 let chunk_blocks = (CHUNK_BYTES / block_size).min(range_end - chunk_start);
                 let byte_start = chunk_start * block_size;
-                let byte_end = byte_start + chunk_blocks * block_size;
                 buffer.clear();
                 buffer.resize((chunk_blocks * block_size) as usize, 0);
 
-                // Copy every segment part inside the chunk.
-                while first_segment < segments.len()
-                    && segments[first_segment].file_offset + segments[first_segment].len
-                        <= byte_start
-                {
-                    first_segment += 1;
-                }
-                for segment in &segments[first_segment..] {
-                    if segment.file_offset >= byte_end {
-                        break;
-                    }
-                    let start = segment.file_offset.max(byte_start);
-                    let end = (segment.file_offset + segment.len).min(byte_end);
-                    let target =
-                        &mut buffer[(start - byte_start) as usize..(end - byte_start) as usize];
-                    let source_offset = segment.source_offset + (start - segment.file_offset);
-                    segment.source.read_exact_at(target, source_offset).map_err(|source| Error::Io {
-                        context: format!(
-                            "failed to read {} bytes of file content at source offset {source_offset}",
-                            end - start
-                        ),
-                        source,
-                    })?;
-                }
+                fill_chunk(segments, &mut first_segment, byte_start, &mut buffer, &path)?;
 
                 // Runs of blocks to store: every block except holes of zeros.
                 let mut run: Option<(u64, usize)> = None;
@@ -751,8 +772,10 @@ impl<W: Write + Seek> Writer<'_, W> {
                 block_bitmap.set_range(0, (cursor - first).min(count));
             }
             for (gap_first, gap_count) in self.allocator.gaps() {
-                if *gap_first >= first && *gap_first < first + count {
-                    block_bitmap.clear_range(gap_first - first, *gap_count);
+                let start = (*gap_first).max(first);
+                let end = (gap_first + gap_count).min(first + count);
+                if start < end {
+                    block_bitmap.clear_range(start - first, end - start);
                 }
             }
             block_bitmap.set_range(count, u64::from(geometry.blocks_per_group) - count);
@@ -879,7 +902,8 @@ fn runs_to_extents(runs: &[(u64, u64)], logical: u32) -> Vec<Extent> {
     extents
 }
 
-/// The most extents that fit in `tree_blocks` extent tree blocks.
+/// Returns the maximum number of extents that fit in `tree_blocks`
+/// extent tree blocks.
 fn max_extents(tree_blocks: u64, block_size: u32) -> u64 {
     let (mut low, mut high) = (4u64, 1u64 << 32);
     while low < high {
@@ -893,7 +917,52 @@ fn max_extents(tree_blocks: u64, block_size: u32) -> u64 {
     low
 }
 
-/// Block ranges `[start, end)` that segments of `data` touch, merged.
+/// Reads the parts of `segments` inside the chunk of file bytes that starts
+/// at `byte_start` into `buffer`, which is zeroed and as long as the chunk.
+/// `first_segment` skips segments that end before the chunk.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "offsets inside the chunk buffer are below CHUNK_BYTES"
+)]
+fn fill_chunk(
+    segments: &[Segment],
+    first_segment: &mut usize,
+    byte_start: u64,
+    buffer: &mut [u8],
+    path: &dyn Fn() -> String,
+) -> Result<(), Error> {
+    let byte_end = byte_start + buffer.len() as u64;
+    while *first_segment < segments.len()
+        && segments[*first_segment].file_offset + segments[*first_segment].len <= byte_start
+    {
+        *first_segment += 1;
+    }
+
+    for segment in &segments[*first_segment..] {
+        if segment.file_offset >= byte_end {
+            break;
+        }
+        let start = segment.file_offset.max(byte_start);
+        let end = (segment.file_offset + segment.len).min(byte_end);
+        let target = &mut buffer[(start - byte_start) as usize..(end - byte_start) as usize];
+        let source_offset = segment.source_offset + (start - segment.file_offset);
+        segment
+            .source
+            .read_exact_at(target, source_offset)
+            .map_err(|source| Error::Io {
+                context: format!(
+                    "failed to read {} bytes of the content of {:?} at source offset {source_offset}",
+                    end - start,
+                    path()
+                ),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Lists the block ranges `[start, end)` that segments of `data` touch,
+/// merged.
 fn covered_ranges(data: &FileData, block_size: u64) -> Vec<(u64, u64)> {
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for segment in data.segments() {
