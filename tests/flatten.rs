@@ -383,3 +383,195 @@ fn fixture_layers_match_umoci_unpack() {
         .iter()
         .any(|x| x.name == b"user.banger" && x.value == b"hello"));
 }
+
+/// Flattening random layers of files, directories, whiteouts and opaque
+/// markers, compared with a small model that applies the same rules to a
+/// map of paths.
+mod model {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::image_support::{walk, LayerBuilder};
+    use super::*;
+
+    /// One entry of a generated layer.
+    #[derive(Clone, Debug)]
+    enum Op {
+        File(Vec<String>, u8),
+        Dir(Vec<String>),
+        Whiteout(Vec<String>),
+        Opaque(Vec<String>),
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Kind {
+        Dir,
+        File(u8),
+    }
+
+    type State = BTreeMap<Vec<String>, Kind>;
+
+    fn path() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c")], 1..4)
+            .prop_map(|parts| parts.into_iter().map(String::from).collect())
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (path(), any::<u8>()).prop_map(|(p, c)| Op::File(p, c)),
+            2 => path().prop_map(Op::Dir),
+            2 => path().prop_map(Op::Whiteout),
+            1 => path().prop_map(Op::Opaque),
+        ]
+    }
+
+    fn remove_subtree(state: &mut State, path: &[String]) {
+        state.retain(|p, _| !p.starts_with(path));
+    }
+
+    /// Makes every parent of `path` a directory; `Err` when one is a file,
+    /// which the flattener rejects.
+    fn ensure_parents(
+        state: &mut State,
+        path: &[String],
+        touched: &mut BTreeSet<Vec<String>>,
+    ) -> Result<(), ()> {
+        for end in 1..path.len() {
+            let parent = path[..end].to_vec();
+            match state.get(&parent) {
+                Some(Kind::File(_)) => return Err(()),
+                Some(Kind::Dir) => {}
+                None => {
+                    state.insert(parent.clone(), Kind::Dir);
+                }
+            }
+            touched.insert(parent);
+        }
+        Ok(())
+    }
+
+    /// Applies one layer to the model; `Err` when the flattener must fail.
+    fn apply(state: &mut State, layer: &[Op]) -> Result<(), ()> {
+        let mut touched = BTreeSet::new();
+        let mut opaque = Vec::new();
+        for op in layer {
+            match op {
+                Op::File(path, content) => {
+                    ensure_parents(state, path, &mut touched)?;
+                    remove_subtree(state, path);
+                    state.insert(path.clone(), Kind::File(*content));
+                    touched.insert(path.clone());
+                }
+                Op::Dir(path) => {
+                    ensure_parents(state, path, &mut touched)?;
+                    if state.get(path) != Some(&Kind::Dir) {
+                        remove_subtree(state, path);
+                        state.insert(path.clone(), Kind::Dir);
+                    }
+                    touched.insert(path.clone());
+                }
+                Op::Whiteout(path) => {
+                    // Resolution stops at the first missing or non-directory
+                    // parent; the directories before it count as touched.
+                    let mut parents_are_dirs = true;
+                    for end in 1..path.len() {
+                        if state.get(&path[..end].to_vec()) != Some(&Kind::Dir) {
+                            parents_are_dirs = false;
+                            break;
+                        }
+                        touched.insert(path[..end].to_vec());
+                    }
+                    if parents_are_dirs {
+                        remove_subtree(state, path);
+                    }
+                }
+                Op::Opaque(dir) => {
+                    let mut with_marker = dir.clone();
+                    with_marker.push(".wh..wh..opq".into());
+                    ensure_parents(state, &with_marker, &mut touched)?;
+                    opaque.push(dir.clone());
+                }
+            }
+        }
+        // Under an opaque directory a path survives when it and every
+        // directory between it and the opaque one were touched by the layer.
+        for dir in opaque {
+            state.retain(|p, _| {
+                !p.starts_with(&dir)
+                    || p.len() == dir.len()
+                    || (dir.len() + 1..=p.len()).all(|end| touched.contains(&p[..end]))
+            });
+        }
+        Ok(())
+    }
+
+    fn build_layer(ops: &[Op], dir: &std::path::Path, name: &str) -> Layer {
+        let mut builder = LayerBuilder::new();
+        for op in ops {
+            builder = match op {
+                Op::File(path, content) => builder.file(&path.join("/"), 0o644, 0, &[*content]),
+                Op::Dir(path) => builder.dir(&format!("{}/", path.join("/")), 0o755, 0),
+                Op::Whiteout(path) => {
+                    let (last, parents) = path.split_last().unwrap();
+                    let mut whiteout = parents.to_vec();
+                    whiteout.push(format!(".wh.{last}"));
+                    builder.file(&whiteout.join("/"), 0o644, 0, b"")
+                }
+                Op::Opaque(path) => {
+                    builder.file(&format!("{}/.wh..wh..opq", path.join("/")), 0o644, 0, b"")
+                }
+            };
+        }
+        builder.write_gzip(dir, name)
+    }
+
+    fn tree_state(tree: &ext4_writer::Tree) -> State {
+        let mut state = State::new();
+        for (path, id) in walk(tree) {
+            let text = String::from_utf8(path).unwrap();
+            let parts: Vec<String> = text.split('/').skip(1).map(String::from).collect();
+            if parts.is_empty() {
+                continue;
+            }
+            let kind = match &tree.node(id).kind {
+                NodeKind::Directory(_) => Kind::Dir,
+                NodeKind::Regular(data) => Kind::File(image_support::file_bytes(data)[0]),
+                other => panic!("unexpected node {other:?}"),
+            };
+            state.insert(parts, kind);
+        }
+        state
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn flatten_matches_model(layers in prop::collection::vec(prop::collection::vec(op(), 0..8), 1..4)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut expected = State::new();
+            let mut expect_error = false;
+            for layer in &layers {
+                if apply(&mut expected, layer).is_err() {
+                    expect_error = true;
+                    break;
+                }
+            }
+            let inputs: Vec<Layer> = layers
+                .iter()
+                .enumerate()
+                .map(|(i, ops)| build_layer(ops, dir.path(), &i.to_string()))
+                .collect();
+            let mut spool = Spool::new().unwrap();
+            let result = flatten(&inputs, &mut spool);
+
+            if expect_error {
+                prop_assert!(result.is_err(), "the model rejects a file used as a parent");
+            } else {
+                let tree = result.unwrap();
+                prop_assert_eq!(tree_state(&tree), expected);
+            }
+        }
+    }
+}

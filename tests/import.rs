@@ -8,7 +8,7 @@ mod image_support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use banger::image::flatten::flatten;
+use banger::image::flatten::{flatten, flatten_with_diff_ids};
 use banger::image::import::{import_path, import_reader, ImportError, ImportFormat, ImportedImage};
 use ext4_writer::tar::Spool;
 
@@ -135,8 +135,18 @@ fn compressed_rootfs_tar_imported() {
 
     assert_eq!(image.format, ImportFormat::RootfsTar);
     let mut spool = Spool::new().unwrap();
-    let tree = flatten(&image.layers, &mut spool).unwrap();
+    let (tree, diff_ids) = flatten_with_diff_ids(&image.layers, &mut spool).unwrap();
     assert_eq!(image_support::content(&tree, "etc/hostname"), b"guest\n");
+    let tar = std::process::Command::new("zcat")
+        .arg(&archive)
+        .output()
+        .unwrap()
+        .stdout;
+    let expected = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&tar))
+    );
+    assert_eq!(diff_ids, [expected]);
 }
 
 #[test]

@@ -140,12 +140,27 @@ impl Classify for FlattenError {
 /// [`FlattenError`] naming the layer (its position and diff_id or path)
 /// and, where one is at fault, the entry.
 pub fn flatten(layers: &[Layer], spool: &mut Spool) -> Result<Tree, FlattenError> {
+    flatten_with_diff_ids(layers, spool).map(|(tree, _)| tree)
+}
+
+/// Flattens like [`flatten`] and also returns each layer's computed
+/// diff_id (`sha256:HEX` of the uncompressed tar), for layers that came
+/// without one, such as an imported root-filesystem tar.
+///
+/// # Errors
+/// The errors of [`flatten`].
+pub fn flatten_with_diff_ids(
+    layers: &[Layer],
+    spool: &mut Spool,
+) -> Result<(Tree, Vec<String>), FlattenError> {
     let mut tree = Tree::new(Metadata::new(0o755, 0, 0, Timestamp::default()));
+    let mut diff_ids = Vec::with_capacity(layers.len());
     for (index, layer) in layers.iter().enumerate() {
         let name = layer_name(index, layers.len(), layer);
-        apply_layer_file(&mut tree, layer, &name, spool)?;
+        let digest = apply_layer_file(&mut tree, layer, &name, spool)?;
+        diff_ids.push(format!("sha256:{}", hex::encode(digest)));
     }
-    Ok(tree)
+    Ok((tree, diff_ids))
 }
 
 /// Names a layer for messages by its position and diff_id, or its file.
@@ -160,13 +175,14 @@ fn layer_name(index: usize, count: usize, layer: &Layer) -> String {
     }
 }
 
-/// Opens a layer's byte range, decompresses it and applies it.
+/// Opens a layer's byte range, decompresses it, applies it and returns the
+/// sha256 of the uncompressed tar.
 fn apply_layer_file(
     tree: &mut Tree,
     layer: &Layer,
     name: &str,
     spool: &mut Spool,
-) -> Result<(), FlattenError> {
+) -> Result<[u8; 32], FlattenError> {
     let open_error = |source| FlattenError::Open {
         layer: name.into(),
         path: layer.source.path.clone(),
@@ -200,7 +216,7 @@ fn apply_layer_file(
             });
         }
     }
-    Ok(())
+    Ok(actual)
 }
 
 fn parse_diff_id(diff_id: &str, layer: &str) -> Result<[u8; 32], FlattenError> {

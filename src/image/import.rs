@@ -161,9 +161,9 @@ fn decompress_to(path: &Path, scratch: &Path) -> Result<tempfile::TempPath, Impo
     Ok(temporary.into_temp_path())
 }
 
-/// Imports an uncompressed tar file, telling the three formats apart by
-/// their members: `manifest.json` makes a docker archive, `oci-layout` and
-/// `index.json` an OCI layout; anything else is a root filesystem.
+/// Imports an uncompressed tar file and tells the three formats apart by
+/// their members. `manifest.json` makes a docker archive, and `oci-layout`
+/// with `index.json` an OCI layout. Anything else is a root filesystem.
 fn import_tar_file(
     path: &Path,
     tag: Option<&str>,

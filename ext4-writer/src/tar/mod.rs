@@ -1,5 +1,5 @@
 //! Tar archives as input: a streaming reader that decodes every member into
-//! an [`Entry`], a [`Spool`] that holds file contents on disk, and
+//! an [`Entry`], a [`Spool`] that keeps file contents on disk, and
 //! [`tree_from_tar`] for a plain root-filesystem archive.
 //!
 //! Enabled by the `tar` feature.

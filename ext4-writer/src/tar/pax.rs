@@ -76,7 +76,8 @@ impl Records {
         self.records.is_empty()
     }
 
-    /// The last value of `key`: a later record overrides an earlier one.
+    /// Returns the last value of `key`, because a later record overrides an
+    /// earlier one.
     pub(crate) fn get(&self, key: &str) -> Option<&[u8]> {
         self.records
             .iter()
@@ -85,7 +86,7 @@ impl Records {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// Every value of `key`, in archive order.
+    /// Returns every value of `key`, in archive order.
     pub(crate) fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.records
             .iter()
@@ -93,21 +94,22 @@ impl Records {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// The value of `key` as an unsigned decimal number.
+    /// Parses the value of `key` as an unsigned decimal number.
     pub(crate) fn number(&self, key: &str) -> Result<Option<u64>, String> {
         self.get(key)
             .map(|value| parse_number(key, value))
             .transpose()
     }
 
-    /// The value of `key` as a time in seconds with an optional fraction.
+    /// Parses the value of `key` as a time in seconds with an optional
+    /// fraction.
     pub(crate) fn time(&self, key: &str) -> Result<Option<Timestamp>, String> {
         self.get(key)
             .map(|value| parse_time(key, value))
             .transpose()
     }
 
-    /// The xattrs of the `SCHILY.xattr.*` and `LIBARCHIVE.xattr.*` records,
+    /// Decodes the xattrs of the `SCHILY.xattr.*` and `LIBARCHIVE.xattr.*` records,
     /// sorted by name. When both forms name the same xattr the libarchive
     /// one wins, because its base64 value survives any byte.
     pub(crate) fn xattrs(&self) -> Result<Vec<Xattr>, String> {

@@ -122,12 +122,13 @@ pub fn resolve_dir(
     Ok(Some(*stack.last().unwrap_or(&tree.root())))
 }
 
-/// Enters `entry` into the tree: missing parents are created (0755, owned
-/// by root, with the entry's mtime), an existing directory at the path only
-/// takes the entry's metadata when the entry is a directory too, and any
-/// other existing node at the path is replaced. A hard link names the node
-/// its target path reaches now, so its target may come from any earlier
-/// entry. Returns the node now at the path.
+/// Enters `entry` into the tree and returns the node now at its path.
+///
+/// Missing parents are created 0755, owned by root, with the entry's mtime.
+/// When both the existing node and the entry are directories, the existing
+/// directory only takes the entry's metadata. Any other existing node at
+/// the path is replaced. A hard link names the node its target path reaches
+/// now, so its target may come from any earlier entry.
 ///
 /// `touched` is called with every directory entry that the path passes
 /// through or writes.
@@ -187,8 +188,8 @@ pub fn place_entry(
         .map_err(|e| tree_error(&display, e))
 }
 
-/// An entry for the archive's root (`./`): a directory gives the root its
-/// metadata; anything else cannot replace it.
+/// Applies an entry for the archive's root (`./`). A directory gives the
+/// root its metadata, and anything else is rejected.
 fn place_root(tree: &mut Tree, entry: Entry, display: &str) -> Result<NodeId, TarError> {
     if !matches!(entry.kind, EntryKind::Directory) {
         return Err(TarError::InvalidEntry {

@@ -22,9 +22,9 @@ const MAX_EXTENSION_BYTES: u64 = 16 << 20;
 
 /// What an archive member is, with its type-specific data.
 ///
-/// NOTE: tar has no type for sockets (GNU tar skips them when archiving),
-/// so no entry is ever a socket; unknown types are read as regular files,
-/// as POSIX specifies.
+/// NOTE: tar has no type for sockets, and GNU tar skips them when
+/// archiving, so no entry is ever a socket. Unknown types are read as
+/// regular files, as POSIX specifies.
 #[derive(Clone, Debug)]
 pub enum EntryKind {
     Regular(FileData),
@@ -56,7 +56,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The path for error messages.
+    /// Returns the path as text for error messages.
     pub fn display_path(&self) -> String {
         String::from_utf8_lossy(&self.path).into_owned()
     }
@@ -99,7 +99,7 @@ impl<R: Read> Reader<R> {
         self.inner.position
     }
 
-    /// The input, positioned after the end-of-archive block (or wherever
+    /// Returns the input, positioned after the end-of-archive block (or wherever
     /// reading stopped), for example to read it to the end.
     pub fn into_inner(self) -> R {
         self.inner.inner

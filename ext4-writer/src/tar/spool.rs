@@ -81,7 +81,7 @@ impl Spool {
         let mut offset = file_offset;
         while offset < end {
             // Chunks end on zero-block boundaries of the file, so hole
-            // detection sees whole blocks except at the edges of the run.
+            // detection checks whole blocks except at the edges of the run.
             let to_boundary = CHUNK as u64 - offset % ZERO_BLOCK as u64;
             let want = usize::try_from((end - offset).min(to_boundary)).unwrap_or(CHUNK);
             let chunk = &mut self.buffer[..want];
