@@ -109,7 +109,6 @@ fn help_lists_command_tree() {
 fn unimplemented_commands_exit_7() {
     let home = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["image", "import", "-"], "image import"),
         (
             &["kernel", "import", "/nonexistent/vmlinuz"],
             "kernel import",

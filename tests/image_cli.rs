@@ -169,12 +169,17 @@ fn store_image(home: &Path, reference: &str, seed: &[u8], rootfs: &'static [u8])
         }],
     };
     let record = store
-        .install(&pulled, &reference.to_string(), "linux/amd64", |path| {
-            fs::write(path, rootfs).map_err(|e| BuildFailure {
-                message: e.to_string(),
-                code: ExitCode::General,
-            })
-        })
+        .install(
+            &pulled,
+            Some(&reference.to_string()),
+            "linux/amd64",
+            |path| {
+                fs::write(path, rootfs).map_err(|e| BuildFailure {
+                    message: e.to_string(),
+                    code: ExitCode::General,
+                })
+            },
+        )
         .unwrap();
     record.manifest_digest
 }

@@ -10,8 +10,8 @@ use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use image_support::mount::{e2fsck_clean, xattr_set, Mount, LISTING_SCRIPT, SHA256_SCRIPT};
 
@@ -25,13 +25,18 @@ fn registry_address() -> String {
         .is_some();
     assert!(
         reachable,
-        "test registry {address} is not reachable: run tests/fixtures/build-images.sh, which starts it through tests/fixtures/registry.sh (or set BANGER_TEST_REGISTRY)"
+        "test registry {address} is not reachable: start it with tests/fixtures/registry.sh start after tests/fixtures/build-images.sh, or set BANGER_TEST_REGISTRY"
     );
     address
 }
 
 /// Runs `banger` with its config, cache and data inside `home`.
 fn banger(home: &Path, args: &[&str]) -> Output {
+    banger_with_stdin(home, args, Stdio::null())
+}
+
+/// Runs `banger` like [`banger`], with `stdin` as its standard input.
+fn banger_with_stdin(home: &Path, args: &[&str], stdin: Stdio) -> Output {
     let empty = home.join("empty.toml");
     fs::write(&empty, "").unwrap();
     Command::new(env!("CARGO_BIN_EXE_banger"))
@@ -43,6 +48,7 @@ fn banger(home: &Path, args: &[&str]) -> Output {
         .env("BANGER_CACHE_DIR", home.join("cache"))
         .env("BANGER_DATA_DIR", home.join("data"))
         .env("BANGER_RUNTIME_DIR", home.join("run"))
+        .stdin(stdin)
         .output()
         .unwrap()
 }
@@ -108,17 +114,11 @@ fn pull_export_matches_umoci_unpack() {
         .join(expected_digest.trim().trim_start_matches("sha256:"))
         .join("rootfs.ext4");
     let inode = fs::metadata(&rootfs).unwrap().ino();
-    let started = Instant::now();
     assert_success(&banger(home.path(), &pull_args), "second image pull");
     assert_eq!(
         fs::metadata(&rootfs).unwrap().ino(),
         inode,
         "the image was rebuilt"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
     );
 
     let exported = home.path().join("bookworm-banger.ext4");
@@ -150,4 +150,127 @@ fn pull_export_matches_umoci_unpack() {
         "4755 0:0"
     );
     assert_eq!(mount.run("stat -c '%t:%T' dev/null").trim(), "1:3");
+}
+
+/// Exports the image `reference` from `home`, checks it with `e2fsck -fn`
+/// and compares its mounted tree with expected/bookworm-banger.
+fn assert_export_matches_bookworm_banger(home: &Path, reference: &str) {
+    let exported = home.join("exported.ext4");
+    let output = banger(
+        home,
+        &[
+            "image",
+            "export",
+            reference,
+            "-o",
+            exported.to_str().unwrap(),
+        ],
+    );
+    assert_success(&output, "image export");
+    e2fsck_clean(&exported);
+    let mount = Mount::new(&exported);
+    assert_matches_reference(&mount, "bookworm-banger");
+    assert_eq!(
+        mount.run("stat -c '%a %u:%g' usr/bin/sudo").trim(),
+        "4755 0:0"
+    );
+}
+
+#[test]
+fn import_docker_archive_matches_reference() {
+    let home = tempfile::tempdir().unwrap();
+    let archive = image_support::fixtures().join("archives/bookworm-banger.docker.tar");
+    let output = banger(home.path(), &["image", "import", archive.to_str().unwrap()]);
+    assert_success(&output, "image import of a docker archive");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("docker.io/library/debian:bookworm-banger "),
+        "the archive's RepoTags name the image: {stdout}"
+    );
+    assert_export_matches_bookworm_banger(home.path(), "debian:bookworm-banger");
+}
+
+#[test]
+fn import_oci_layout_matches_reference() {
+    let home = tempfile::tempdir().unwrap();
+    let layout = image_support::fixtures().join("oci");
+    let layout = layout.to_str().unwrap();
+
+    let output = banger(home.path(), &["image", "import", layout]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a layout of 3 images needs --tag"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--tag"), "{stderr}");
+
+    let output = banger(
+        home.path(),
+        &[
+            "image",
+            "import",
+            layout,
+            "--tag",
+            "bookworm-banger",
+            "--name",
+            "local/oci:1",
+        ],
+    );
+    assert_success(&output, "image import of an OCI layout");
+    // An OCI layout keeps the manifest, so the import has the pull's digest.
+    let digest =
+        fs::read_to_string(image_support::fixtures().join("registry/bookworm-banger.digest"))
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(digest.trim()), "{stdout}");
+    assert_export_matches_bookworm_banger(home.path(), "local/oci:1");
+}
+
+#[test]
+fn import_rootfs_tar_from_stdin() {
+    let home = tempfile::tempdir().unwrap();
+    let rootfs = image_support::fixtures().join("rootfs/bookworm-banger");
+    let tar_path = home.path().join("rootfs.tar");
+    let status = Command::new("tar")
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "--format=pax",
+            "-C",
+        ])
+        .arg(&rootfs)
+        .args(["-cf"])
+        .arg(&tar_path)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar of {} failed", rootfs.display());
+
+    let stdin = Stdio::from(fs::File::open(&tar_path).unwrap());
+    let output = banger_with_stdin(
+        home.path(),
+        &["image", "import", "-", "--name", "local/rootfs:tar"],
+        stdin,
+    );
+    assert_success(&output, "image import of a rootfs tar from stdin");
+    assert_export_matches_bookworm_banger(home.path(), "local/rootfs:tar");
+
+    // A second import of the same bytes reuses the stored image.
+    let stdin = Stdio::from(fs::File::open(&tar_path).unwrap());
+    let again = banger_with_stdin(
+        home.path(),
+        &["image", "import", "-", "--name", "local/rootfs:again"],
+        stdin,
+    );
+    assert_success(&again, "second import");
+    let digest_of = |output: &Output| {
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(digest_of(&output), digest_of(&again));
 }

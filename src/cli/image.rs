@@ -4,18 +4,20 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::{not_implemented, Context, Failure};
+use super::{Context, Failure};
 use crate::error::{Classify, ExitCode};
 use crate::image::blob_cache::BlobCache;
 use crate::image::build::{build_rootfs, Headroom};
-use crate::image::flatten::Layer;
+use crate::image::flatten::{Layer, LayerSource};
+use crate::image::import::{import_path, import_reader, ImportedImage};
+use crate::image::model::{Digest, ImageConfig, LayerBlob, RootFs};
 use crate::image::platform::Platform as ImagePlatform;
 use crate::image::progress::{Progress, ProgressMode};
 use crate::image::reference::ImageReference;
 use crate::image::registry::{pull, PullOptions};
 use crate::image::{PullError, PulledImage};
 use crate::store::config::{parse_registry, Platform};
-use crate::store::images::{BuildFailure, ImageRecord, ImageStore, Removal};
+use crate::store::images::{BuildFailure, ImageRecord, ImageStore, NewImage, Removal};
 
 /// The `banger image` subcommands.
 #[derive(Debug, Subcommand)]
@@ -88,10 +90,10 @@ pub struct ImportArgs {
     #[arg(long, value_name = "NAME[:TAG]")]
     pub name: Option<String>,
 
-    /// Platform to select when the archive holds several, as OS/ARCH[/VARIANT]
-    /// [default: the `platform` setting, linux/amd64].
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
-    pub platform: Option<Platform>,
+    /// Image to take from an archive or OCI layout that holds several, by
+    /// the tag recorded in it (`RepoTags` or the OCI ref name annotation).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
 }
 
 /// Options of `banger image export`.
@@ -110,7 +112,7 @@ pub struct ExportArgs {
 pub fn run(command: ImageCommand, context: &Context) -> Result<(), Failure> {
     match command {
         ImageCommand::Pull(args) => run_pull(&args, context),
-        ImageCommand::Import(_) => not_implemented("image import"),
+        ImageCommand::Import(args) => run_import(&args, context),
         ImageCommand::Ls => run_ls(context),
         ImageCommand::Inspect { reference } => run_inspect(&reference, context),
         ImageCommand::Rm { references } => run_rm(&references, context),
@@ -161,7 +163,7 @@ fn run_pull(args: &PullArgs, context: &Context) -> Result<(), Failure> {
 
     let record = store.install(
         &pulled,
-        &reference.to_string(),
+        Some(&reference.to_string()),
         &options.platform.to_string(),
         |rootfs| {
             progress.message(&format!("{reference}: building the ext4 root filesystem"));
@@ -195,6 +197,170 @@ fn build_pulled(
         }
     })?;
     Ok(())
+}
+
+fn run_import(args: &ImportArgs, context: &Context) -> Result<(), Failure> {
+    let name = match &args.name {
+        Some(name) => Some(
+            ImageReference::parse(name)
+                .map_err(PullError::from)?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let store = open_store(context)?;
+    let _import_guard = store.begin_pull()?;
+
+    // Standard input and compressed archives are copied next to the store,
+    // so that the spool and the copy share the filesystem the image lands on.
+    let scratch = context.config.paths.data.join("images");
+    let tag = args.tag.as_deref();
+    let imported = if args.source.as_os_str() == "-" {
+        import_reader(std::io::stdin().lock(), tag, &scratch)?
+    } else {
+        import_path(&args.source, tag, &scratch)?
+    };
+    let (new_image, layers) = describe_import(&imported)?;
+
+    let reference = name.or_else(|| imported.tags.first().cloned());
+    let platform = platform_of(&new_image.config);
+    let record = store.install(new_image, reference.as_deref(), &platform, |rootfs| {
+        let identity = rootfs_identity(&imported, &layers);
+        build_rootfs(&layers, &identity, Headroom::default(), rootfs).map_err(|error| {
+            BuildFailure {
+                message: error.to_string(),
+                code: error.exit_code(),
+            }
+        })?;
+        Ok(())
+    })?;
+    println!(
+        "{} {} {}",
+        reference.as_deref().unwrap_or("<untagged>"),
+        record.manifest_digest,
+        store.rootfs_path(&record.manifest_digest).display()
+    );
+    Ok(())
+}
+
+/// Describes an imported image for the store, and returns its layers with
+/// their diff_ids filled in. A root-filesystem tar has no config: it gets one
+/// with the sha256 of the tar as its only diff_id, and the digest of that
+/// config identifies the image.
+fn describe_import(imported: &ImportedImage) -> Result<(NewImage, Vec<Layer>), Failure> {
+    let mut layers = imported.layers.clone();
+    let config = match &imported.config {
+        Some(config) => config.clone(),
+        None => {
+            let mut diff_ids = Vec::with_capacity(layers.len());
+            for layer in &mut layers {
+                let diff_id = hash_layer_source(&layer.source)?;
+                layer.diff_id = Some(diff_id.to_string());
+                diff_ids.push(diff_id);
+            }
+            ImageConfig {
+                architecture: std::env::consts::ARCH.replace("x86_64", "amd64"),
+                os: "linux".to_owned(),
+                rootfs: RootFs {
+                    kind: "layers".to_owned(),
+                    diff_ids,
+                },
+                ..ImageConfig::default()
+            }
+        }
+    };
+    let config_json = match &imported.raw_config {
+        Some(raw) => raw.clone(),
+        None => serde_json::to_vec(&config).map_err(|error| {
+            Failure::new(
+                ExitCode::General,
+                format!("failed to encode the image config: {error}"),
+            )
+        })?,
+    };
+    let config_digest = Digest::of(&config_json);
+    let digest = imported
+        .digest
+        .clone()
+        .unwrap_or_else(|| config_digest.clone());
+    // Imported layers never enter the blob cache, so they are recorded by
+    // their uncompressed digests.
+    let blobs = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .zip(&layers)
+        .map(|(diff_id, layer)| LayerBlob {
+            digest: diff_id.clone(),
+            media_type: if layer.media_type.is_empty() {
+                "application/vnd.oci.image.layer.v1.tar".to_owned()
+            } else {
+                layer.media_type.clone()
+            },
+            size: layer.source.len.unwrap_or_else(|| {
+                std::fs::metadata(&layer.source.path)
+                    .map(|m| m.len().saturating_sub(layer.source.offset))
+                    .unwrap_or(0)
+            }),
+        })
+        .collect();
+    let new_image = NewImage {
+        digest,
+        config_digest,
+        config,
+        layers: blobs,
+    };
+    Ok((new_image, layers))
+}
+
+/// The platform of an image config as `os/arch[/variant]`.
+fn platform_of(config: &ImageConfig) -> String {
+    match &config.variant {
+        Some(variant) => format!("{}/{}/{variant}", config.os, config.architecture),
+        None => format!("{}/{}", config.os, config.architecture),
+    }
+}
+
+/// The seed of a reproducible build: the image digest when the source has
+/// one, otherwise the diff_ids of its layers.
+fn rootfs_identity(imported: &ImportedImage, layers: &[Layer]) -> String {
+    match &imported.digest {
+        Some(digest) => digest.to_string(),
+        None => layers
+            .iter()
+            .filter_map(|layer| layer.diff_id.clone())
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// Hashes the bytes of an uncompressed layer source with sha256.
+fn hash_layer_source(source: &LayerSource) -> Result<Digest, Failure> {
+    use sha2::Digest as _;
+    use std::io::{Read, Seek, SeekFrom};
+
+    let failure = |error: std::io::Error| {
+        Failure::new(
+            ExitCode::General,
+            format!("failed to read `{}`: {error}", source.path.display()),
+        )
+    };
+    let mut file = std::fs::File::open(&source.path).map_err(failure)?;
+    file.seek(SeekFrom::Start(source.offset)).map_err(failure)?;
+    let mut reader: Box<dyn Read> = match source.len {
+        Some(len) => Box::new(file.take(len)),
+        None => Box::new(file),
+    };
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = reader.read(&mut buffer).map_err(failure)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(Digest::from_sha256(&hasher.finalize()))
 }
 
 fn run_ls(context: &Context) -> Result<(), Failure> {

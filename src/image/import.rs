@@ -69,7 +69,7 @@ pub enum ImportError {
     Invalid { path: PathBuf, reason: String },
 
     /// The archive contains several images and no tag picks one.
-    #[error("{path} holds {count} images; choose one with a tag ({available})")]
+    #[error("{path} holds {count} images; choose one with --tag TAG (tags: {available})")]
     Ambiguous {
         path: PathBuf,
         count: usize,

@@ -23,6 +23,29 @@ use crate::error::{Classify, ExitCode};
 use crate::image::blob_cache::{BlobCache, CacheError};
 use crate::image::build::INJECTED_VERSION;
 use crate::image::model::{Digest, ImageConfig, LayerBlob, PulledImage};
+
+/// What the store needs to record a new image, from a pull or an import.
+#[derive(Clone, Debug)]
+pub struct NewImage {
+    /// Manifest digest (pull, OCI layout), or the config digest when the
+    /// source has no manifest (docker archive, root-filesystem tar).
+    pub digest: Digest,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+    /// Layers, oldest first.
+    pub layers: Vec<LayerBlob>,
+}
+
+impl From<&PulledImage> for NewImage {
+    fn from(pulled: &PulledImage) -> Self {
+        Self {
+            digest: pulled.manifest_digest.clone(),
+            config_digest: pulled.config_digest.clone(),
+            config: pulled.config.clone(),
+            layers: pulled.layers.clone(),
+        }
+    }
+}
 use crate::image::reference::ImageReference;
 
 /// Version of the root filesystem banger builds. An image built with another
@@ -242,18 +265,21 @@ impl ImageStore {
             .ok_or_else(not_found)
     }
 
-    /// Stores the image `pulled` under `reference`: reuses the built image
-    /// when its digest and format version are already stored, otherwise
-    /// calls `build` with the path of a new `rootfs.ext4` to write. The
-    /// reference moves to this image from any other.
+    /// Stores `image` under `reference`: reuses the built image when its
+    /// digest and format version are already stored, otherwise calls
+    /// `build` with the path of a new `rootfs.ext4` to write. The reference
+    /// moves to this image from any other; with no reference the image is
+    /// stored untagged.
     pub fn install(
         &self,
-        pulled: &PulledImage,
-        reference: &str,
+        image: impl Into<NewImage>,
+        reference: Option<&str>,
         platform: &str,
         build: impl FnOnce(&Path) -> Result<(), BuildFailure>,
     ) -> Result<ImageRecord, StoreError> {
-        let digest = &pulled.manifest_digest;
+        let image = image.into();
+        let digest = &image.digest;
+        let label = reference.unwrap_or("the imported image");
         // One build per digest at a time: a second pull of the same image
         // waits here and then reuses the first one's build.
         let _build_lock = self.lock_file(
@@ -267,7 +293,10 @@ impl ImageStore {
                 && record.injected_version == INJECTED_VERSION;
             if current && rootfs_ok {
                 debug!(%digest, "image already built; reusing it");
-                return self.tag(digest, reference);
+                return match reference {
+                    Some(reference) => self.tag(digest, reference),
+                    None => Ok(record),
+                };
             }
             debug!(%digest, version = record.rootfs_format_version, "rebuilding image");
         }
@@ -281,7 +310,7 @@ impl ImageStore {
             .map_err(io_error("set permissions of", temp.path()))?;
         let rootfs = temp.path().join(ROOTFS_FILE);
         build(&rootfs).map_err(|failure| StoreError::Build {
-            reference: reference.to_owned(),
+            reference: label.to_owned(),
             message: failure.message,
             code: failure.code,
         })?;
@@ -296,9 +325,9 @@ impl ImageStore {
             manifest_digest: digest.clone(),
             references: Vec::new(),
             platform: platform.to_owned(),
-            config_digest: pulled.config_digest.clone(),
-            config: pulled.config.clone(),
-            layers: pulled.layers.clone(),
+            config_digest: image.config_digest.clone(),
+            config: image.config.clone(),
+            layers: image.layers.clone(),
             rootfs_format_version: ROOTFS_FORMAT_VERSION,
             injected_version: INJECTED_VERSION,
             rootfs_size,
@@ -320,7 +349,12 @@ impl ImageStore {
         fs::rename(&temp_path, &final_dir).map_err(io_error("rename into place", &final_dir))?;
         sync_dir(&self.root)?;
         debug!(%digest, rootfs_size, "image stored");
-        self.tag_locked(digest, reference)
+        match reference {
+            Some(reference) => self.tag_locked(digest, reference),
+            None => self.get(digest)?.ok_or_else(|| StoreError::NotFound {
+                query: digest.to_string(),
+            }),
+        }
     }
 
     /// Points `reference` at the image with `digest`, removing it from any
@@ -702,7 +736,7 @@ mod tests {
         let image = pulled("debian:bookworm", b"a", &f.cache);
         let record = f
             .store
-            .install(&image, DEBIAN, "linux/amd64", write_bytes(b"ext4"))
+            .install(&image, Some(DEBIAN), "linux/amd64", write_bytes(b"ext4"))
             .unwrap();
 
         assert_eq!(record.references, [DEBIAN]);
@@ -718,13 +752,16 @@ mod tests {
         let f = fixture();
         let image = pulled("debian:bookworm", b"a", &f.cache);
         f.store
-            .install(&image, DEBIAN, "linux/amd64", write_bytes(b"ext4"))
+            .install(&image, Some(DEBIAN), "linux/amd64", write_bytes(b"ext4"))
             .unwrap();
         let record = f
             .store
-            .install(&image, "docker.io/library/debian:12", "linux/amd64", |_| {
-                panic!("the stored build was not reused")
-            })
+            .install(
+                &image,
+                Some("docker.io/library/debian:12"),
+                "linux/amd64",
+                |_| panic!("the stored build was not reused"),
+            )
             .unwrap();
         assert_eq!(record.references, ["docker.io/library/debian:12", DEBIAN]);
     }
@@ -735,14 +772,14 @@ mod tests {
         let image = pulled("debian:bookworm", b"a", &f.cache);
         let mut record = f
             .store
-            .install(&image, DEBIAN, "linux/amd64", write_bytes(b"old"))
+            .install(&image, Some(DEBIAN), "linux/amd64", write_bytes(b"old"))
             .unwrap();
         record.rootfs_format_version = ROOTFS_FORMAT_VERSION + 1;
         f.store.save(&record).unwrap();
 
         let rebuilt = f
             .store
-            .install(&image, DEBIAN, "linux/amd64", write_bytes(b"newer"))
+            .install(&image, Some(DEBIAN), "linux/amd64", write_bytes(b"newer"))
             .unwrap();
         assert_eq!(rebuilt.rootfs_format_version, ROOTFS_FORMAT_VERSION);
         assert_eq!(
@@ -757,7 +794,7 @@ mod tests {
         let image = pulled("debian:bookworm", b"a", &f.cache);
         let error = f
             .store
-            .install(&image, DEBIAN, "linux/amd64", |path| {
+            .install(&image, Some(DEBIAN), "linux/amd64", |path| {
                 fs::write(path, b"partial").unwrap();
                 Err(BuildFailure {
                     message: "writer failed".into(),
@@ -780,10 +817,10 @@ mod tests {
         let old = pulled("debian:bookworm", b"old", &f.cache);
         let new = pulled("debian:bookworm", b"new", &f.cache);
         f.store
-            .install(&old, DEBIAN, "linux/amd64", write_bytes(b"1"))
+            .install(&old, Some(DEBIAN), "linux/amd64", write_bytes(b"1"))
             .unwrap();
         f.store
-            .install(&new, DEBIAN, "linux/amd64", write_bytes(b"2"))
+            .install(&new, Some(DEBIAN), "linux/amd64", write_bytes(b"2"))
             .unwrap();
 
         let old_record = f.store.get(&old.manifest_digest).unwrap().unwrap();
@@ -799,7 +836,7 @@ mod tests {
         let f = fixture();
         let image = pulled("debian:bookworm", b"a", &f.cache);
         f.store
-            .install(&image, DEBIAN, "linux/amd64", write_bytes(b"x"))
+            .install(&image, Some(DEBIAN), "linux/amd64", write_bytes(b"x"))
             .unwrap();
         let digest = &image.manifest_digest;
 
@@ -829,7 +866,7 @@ mod tests {
         let f = fixture();
         let image = pulled("debian:bookworm", b"a", &f.cache);
         f.store
-            .install(&image, DEBIAN, "linux/amd64", write_bytes(b"x"))
+            .install(&image, Some(DEBIAN), "linux/amd64", write_bytes(b"x"))
             .unwrap();
         f.store
             .tag(&image.manifest_digest, "docker.io/library/debian:12")
@@ -860,7 +897,7 @@ mod tests {
         let old = pulled("debian:bookworm", b"old", &f.cache);
         let new = pulled("debian:bookworm", b"new", &f.cache);
         f.store
-            .install(&old, DEBIAN, "linux/amd64", write_bytes(b"1"))
+            .install(&old, Some(DEBIAN), "linux/amd64", write_bytes(b"1"))
             .unwrap();
         f.cache
             .tag_manifest(
@@ -871,7 +908,7 @@ mod tests {
             )
             .unwrap();
         f.store
-            .install(&new, DEBIAN, "linux/amd64", write_bytes(b"22"))
+            .install(&new, Some(DEBIAN), "linux/amd64", write_bytes(b"22"))
             .unwrap();
         let stray = Digest::of(b"stray");
         f.cache.write_verified(&stray, b"stray").unwrap();
@@ -912,7 +949,12 @@ mod tests {
         let f = fixture();
         let image = pulled("debian:bookworm", b"a", &f.cache);
         f.store
-            .install(&image, DEBIAN, "linux/amd64", write_bytes(b"ext4 bytes"))
+            .install(
+                &image,
+                Some(DEBIAN),
+                "linux/amd64",
+                write_bytes(b"ext4 bytes"),
+            )
             .unwrap();
         let output = f._dir.path().join("out.ext4");
         let copied = f.store.export("debian:bookworm", &output).unwrap();
@@ -927,7 +969,7 @@ mod tests {
         let f = fixture();
         let image = pulled("debian:bookworm", b"a", &f.cache);
         f.store
-            .install(&image, DEBIAN, "linux/amd64", |path| {
+            .install(&image, Some(DEBIAN), "linux/amd64", |path| {
                 // 64 MiB apparent size with 8 KiB of data at each end.
                 let file = File::create(path).unwrap();
                 file.set_len(64 << 20).unwrap();
