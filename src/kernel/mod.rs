@@ -1,1 +1,15 @@
 //! The kernel catalog: kernel bundles and what a VM needs to boot one.
+
+pub mod boot;
+pub mod bundle;
+pub mod catalog;
+pub mod deb;
+pub mod error;
+pub mod extract;
+pub mod initrd;
+pub mod modinfo;
+pub mod version;
+
+pub use boot::{BootSpec, RootDisk};
+pub use catalog::{Catalog, ImportSource, KernelEntry, KernelInfo, KernelUsers, NoVms};
+pub use error::{Error, Result};
