@@ -87,7 +87,12 @@ impl BootSpec {
     /// # Errors
     /// [`Error::MissingModule`] when a needed driver is neither built in nor
     /// in the modules tree, and I/O errors from writing the initrd.
-    pub fn prepare(entry: &KernelEntry, disk: RootDisk, guest_init: &Path, work_dir: &Path) -> Result<BootSpec> {
+    pub fn prepare(
+        entry: &KernelEntry,
+        disk: RootDisk,
+        guest_init: &Path,
+        work_dir: &Path,
+    ) -> Result<BootSpec> {
         let version = entry.manifest.version.clone();
         let mut spec = BootSpec {
             kernel: entry.kernel_path(),
@@ -147,10 +152,17 @@ pub fn locate_guest_init(configured: Option<&Path>) -> Result<PathBuf> {
     }
 
     let mut searched = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
         searched.push(dir.join(GUEST_INIT_NAME));
     }
-    searched.extend(GUEST_INIT_DIRS.iter().map(|dir| Path::new(dir).join(GUEST_INIT_NAME)));
+    searched.extend(
+        GUEST_INIT_DIRS
+            .iter()
+            .map(|dir| Path::new(dir).join(GUEST_INIT_NAME)),
+    );
     searched
         .iter()
         .find_map(|path| existing_file(path))
@@ -178,7 +190,10 @@ pub fn check_static_executable(path: &Path) -> Result<()> {
     let header = elf.elf_header();
 
     if header.e_machine(endian) != EM_X86_64 {
-        return Err(invalid(format!("machine {} is not x86-64", header.e_machine(endian))));
+        return Err(invalid(format!(
+            "machine {} is not x86-64",
+            header.e_machine(endian)
+        )));
     }
     // Static-pie executables are ET_DYN without PT_INTERP; both run as init.
     let kind = header.e_type(endian);
@@ -190,7 +205,9 @@ pub fn check_static_executable(path: &Path) -> Result<()> {
         .iter()
         .any(|segment| segment.p_type(endian) == PT_INTERP);
     if has_interpreter {
-        return Err(invalid("it is dynamically linked (has PT_INTERP)".to_string()));
+        return Err(invalid(
+            "it is dynamically linked (has PT_INTERP)".to_string(),
+        ));
     }
     Ok(())
 }

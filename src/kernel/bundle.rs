@@ -144,8 +144,15 @@ fn list_content(root: &Path, rel: &Path, lines: &mut Vec<Vec<u8>>) -> Result<()>
             line.extend_from_slice(b"f ");
             line.extend_from_slice(name);
             line.extend_from_slice(
-                format!(" {} {digest}", if meta.permissions().mode() & 0o100 != 0 { 'x' } else { '-' })
-                    .as_bytes(),
+                format!(
+                    " {} {digest}",
+                    if meta.permissions().mode() & 0o100 != 0 {
+                        'x'
+                    } else {
+                        '-'
+                    }
+                )
+                .as_bytes(),
             );
         }
         lines.push(line);
@@ -189,7 +196,10 @@ pub fn write_tarball(dir: &Path, out: impl Write) -> Result<()> {
         append_entry(&mut builder, dir, &rel).map_err(write_error)?;
     }
 
-    builder.into_inner().and_then(|mut out| out.flush()).map_err(write_error)
+    builder
+        .into_inner()
+        .and_then(|mut out| out.flush())
+        .map_err(write_error)
 }
 
 fn collect_sorted(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -216,7 +226,11 @@ fn collect_sorted(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()>
     Ok(())
 }
 
-fn append_entry<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::Result<()> {
+fn append_entry<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+) -> io::Result<()> {
     // append_path_with_name writes directories, files and (with
     // follow_symlinks off) symlinks, and long names as GNU extensions.
     builder.append_path_with_name(root.join(rel), rel)
@@ -228,7 +242,9 @@ pub fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
     let mut magic = [0u8; 6];
     let mut filled = 0;
     while filled < magic.len() {
-        let read = file.read(&mut magic[filled..]).map_err(Error::io("read", path))?;
+        let read = file
+            .read(&mut magic[filled..])
+            .map_err(Error::io("read", path))?;
         if read == 0 {
             break;
         }

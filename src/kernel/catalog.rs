@@ -391,7 +391,12 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-fn stage_image(staging: &Path, kernel: &Path, modules: Option<&Path>, initrd: Option<&Path>) -> Result<Manifest> {
+fn stage_image(
+    staging: &Path,
+    kernel: &Path,
+    modules: Option<&Path>,
+    initrd: Option<&Path>,
+) -> Result<Manifest> {
     let writer = Staging::new(staging, kernel);
     copy_regular_file(&writer, kernel, Path::new(KERNEL))?;
     if let Some(initrd) = initrd {
@@ -519,13 +524,13 @@ fn modules_root(dir: &Path) -> Result<ModulesRoot> {
             .any(|marker| d.join(marker).exists())
     };
     if looks_like_version(dir) {
-        let version = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::InvalidModules {
-                path: dir.to_path_buf(),
-                reason: "the directory name is not a kernel version".to_string(),
-            })?;
+        let version =
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::InvalidModules {
+                    path: dir.to_path_buf(),
+                    reason: "the directory name is not a kernel version".to_string(),
+                })?;
         return Ok(ModulesRoot::Version(dir.to_path_buf(), version.to_string()));
     }
     Ok(ModulesRoot::Parent(dir.to_path_buf()))
@@ -533,7 +538,11 @@ fn modules_root(dir: &Path) -> Result<ModulesRoot> {
 
 /// Reads the staged kernel's version, checks the staged modules against it
 /// and builds the manifest.
-fn finish_manifest(staging: &Path, source: &str, modules_source: Option<&Path>) -> Result<Manifest> {
+fn finish_manifest(
+    staging: &Path,
+    source: &str,
+    modules_source: Option<&Path>,
+) -> Result<Manifest> {
     let kernel = staging.join(KERNEL);
     let meta = fs::symlink_metadata(&kernel).map_err(Error::io("read", &kernel))?;
     if !meta.is_file() {
@@ -587,7 +596,8 @@ fn check_modules(staging: &Path, version: &str, source: Option<&Path>) -> Result
     match versions.as_slice() {
         [] => Ok(false),
         [only] if only == version => {
-            let meta = fs::symlink_metadata(dir.join(only)).map_err(Error::io("read", dir.join(only)))?;
+            let meta =
+                fs::symlink_metadata(dir.join(only)).map_err(Error::io("read", dir.join(only)))?;
             if !meta.is_dir() {
                 return Err(Error::InvalidModules {
                     path: source,

@@ -69,7 +69,9 @@ pub fn stage_package(path: &Path, staging_dir: &Path) -> Result<PackageContent> 
             continue;
         }
         if !saw_debian_binary {
-            return Err(invalid("`data.tar` comes before `debian-binary`".to_string()));
+            return Err(invalid(
+                "`data.tar` comes before `debian-binary`".to_string(),
+            ));
         }
 
         let compressed = decompressor(&name, member).map_err(|reason| invalid(reason))?;
@@ -83,7 +85,10 @@ pub fn stage_package(path: &Path, staging_dir: &Path) -> Result<PackageContent> 
     }))
 }
 
-fn decompressor<'a, R: Read + 'a>(name: &str, member: R) -> std::result::Result<Box<dyn Read + 'a>, String> {
+fn decompressor<'a, R: Read + 'a>(
+    name: &str,
+    member: R,
+) -> std::result::Result<Box<dyn Read + 'a>, String> {
     Ok(match name {
         "data.tar" => Box::new(member),
         "data.tar.gz" => Box::new(flate2::read::MultiGzDecoder::new(member)),
@@ -100,7 +105,11 @@ fn decompressor<'a, R: Read + 'a>(name: &str, member: R) -> std::result::Result<
     })
 }
 
-fn extract_data(path: &Path, staging_dir: &Path, data: Box<dyn Read + '_>) -> Result<PackageContent> {
+fn extract_data(
+    path: &Path,
+    staging_dir: &Path,
+    data: Box<dyn Read + '_>,
+) -> Result<PackageContent> {
     let staging = Staging::new(staging_dir, path);
     let mut content = PackageContent::default();
     let mut kernel_source: Option<PathBuf> = None;
@@ -111,9 +120,9 @@ fn extract_data(path: &Path, staging_dir: &Path, data: Box<dyn Read + '_>) -> Re
             return Ok(Mapping::To(mapped));
         }
         let is_kernel = rel.parent() == Some(Path::new("boot"))
-            && rel
-                .file_name()
-                .is_some_and(|n| n.as_bytes().starts_with(b"vmlinuz-") || n.as_bytes().starts_with(b"vmlinux-"));
+            && rel.file_name().is_some_and(|n| {
+                n.as_bytes().starts_with(b"vmlinuz-") || n.as_bytes().starts_with(b"vmlinux-")
+            });
         if !is_kernel {
             return Ok(Mapping::Skip);
         }

@@ -120,7 +120,10 @@ impl<'a> Staging<'a> {
     /// to the staging root that was extracted before.
     pub fn hard_link(&self, rel: &Path, target: &Path) -> Result<()> {
         let target_rel = normalize(target).map_err(|reason| {
-            self.reject(rel, format!("hard link target `{}` {reason}", target.display()))
+            self.reject(
+                rel,
+                format!("hard link target `{}` {reason}", target.display()),
+            )
         })?;
         let target_path = self.root.join(&target_rel);
         self.check_no_symlink_parents(&target_rel, rel)?;
@@ -360,7 +363,10 @@ mod tests {
 
     #[test]
     fn normalize_rejects_parent_and_absolute() {
-        assert_eq!(normalize(Path::new("./a/./b")).unwrap(), PathBuf::from("a/b"));
+        assert_eq!(
+            normalize(Path::new("./a/./b")).unwrap(),
+            PathBuf::from("a/b")
+        );
         assert_eq!(normalize(Path::new("./")).unwrap(), PathBuf::new());
         assert!(normalize(Path::new("a/../b")).is_err());
         assert!(normalize(Path::new("/etc/passwd")).is_err());
@@ -380,9 +386,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let staging = Staging::new(root.path(), Path::new("test.tar"));
-        staging
-            .symlink(Path::new("link"), outside.path())
-            .unwrap();
+        staging.symlink(Path::new("link"), outside.path()).unwrap();
 
         let error = staging
             .write_file(Path::new("link/file"), 0o644, 1, &mut &b"x"[..])

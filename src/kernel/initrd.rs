@@ -61,7 +61,13 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// Appends a character device node with the device number `major:minor`.
-    pub fn append_char_device(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> io::Result<()> {
+    pub fn append_char_device(
+        &mut self,
+        path: &str,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> io::Result<()> {
         self.append(path, S_IFCHR | (mode & 0o7777), 1, (major, minor), &[])
     }
 
@@ -73,18 +79,35 @@ impl<W: Write> CpioWriter<W> {
         Ok(self.out)
     }
 
-    fn append(&mut self, path: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) -> io::Result<()> {
-        let invalid = |reason: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("cpio entry `{path}`: {reason}"));
+    fn append(
+        &mut self,
+        path: &str,
+        mode: u32,
+        nlink: u32,
+        rdev: (u32, u32),
+        data: &[u8],
+    ) -> io::Result<()> {
+        let invalid = |reason: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cpio entry `{path}`: {reason}"),
+            )
+        };
         if path.is_empty() || path.starts_with('/') || path.contains('\0') {
-            return Err(invalid("the name must be relative, non-empty and without NUL"));
+            return Err(invalid(
+                "the name must be relative, non-empty and without NUL",
+            ));
         }
-        let file_size = u32::try_from(data.len()).map_err(|_| invalid("newc limits entries to 4 GiB"))?;
+        let file_size =
+            u32::try_from(data.len()).map_err(|_| invalid("newc limits entries to 4 GiB"))?;
         // The name size counts the terminating NUL.
         let name_size = u32::try_from(path.len() + 1).map_err(|_| invalid("name too long"))?;
 
         let ino = self.next_ino;
         self.next_ino += 1;
-        let fields = [ino, mode, 0, 0, nlink, 0, file_size, 0, 0, rdev.0, rdev.1, name_size, 0];
+        let fields = [
+            ino, mode, 0, 0, nlink, 0, file_size, 0, 0, rdev.0, rdev.1, name_size, 0,
+        ];
         let mut header = String::with_capacity(110);
         header.push_str(NEWC_MAGIC);
         for field in fields {
@@ -126,7 +149,17 @@ pub fn write_initrd(out_path: &Path, guest_init: &Path, modules: &[OrderedModule
     let file = File::create(out_path).map_err(Error::io("create initrd", out_path))?;
     let mut cpio = CpioWriter::new(BufWriter::new(file));
 
-    let dirs = ["dev", "proc", "sys", "newroot", "etc", "etc/banger", "lib", "lib/banger", MODULE_DIR];
+    let dirs = [
+        "dev",
+        "proc",
+        "sys",
+        "newroot",
+        "etc",
+        "etc/banger",
+        "lib",
+        "lib/banger",
+        MODULE_DIR,
+    ];
     for dir in dirs {
         cpio.append_dir(dir, 0o755)
             .map_err(Error::io("write initrd", out_path))?;
@@ -181,7 +214,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cpio = CpioWriter::new(Vec::new());
         cpio.append_dir("etc", 0o755).unwrap();
-        cpio.append_file("etc/hello", 0o644, b"hello world\n").unwrap();
+        cpio.append_file("etc/hello", 0o644, b"hello world\n")
+            .unwrap();
         cpio.append_symlink("link", "etc/hello").unwrap();
         let bytes = cpio.finish().unwrap();
 
@@ -195,7 +229,10 @@ mod tests {
             .expect("the cpio tool (package cpio) is needed by this test");
 
         assert!(status.success());
-        assert_eq!(std::fs::read(dir.path().join("etc/hello")).unwrap(), b"hello world\n");
+        assert_eq!(
+            std::fs::read(dir.path().join("etc/hello")).unwrap(),
+            b"hello world\n"
+        );
         assert_eq!(
             std::fs::read_link(dir.path().join("link")).unwrap(),
             Path::new("etc/hello")

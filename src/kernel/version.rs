@@ -86,7 +86,8 @@ fn read_bzimage_version(path: &Path, file: &mut File, head: &[u8]) -> Result<Str
         reason,
     };
     let protocol = u16::from_le_bytes([head[PROTOCOL_OFFSET], head[PROTOCOL_OFFSET + 1]]);
-    let pointer = u16::from_le_bytes([head[KERNEL_VERSION_OFFSET], head[KERNEL_VERSION_OFFSET + 1]]);
+    let pointer =
+        u16::from_le_bytes([head[KERNEL_VERSION_OFFSET], head[KERNEL_VERSION_OFFSET + 1]]);
 
     // kernel_version exists from boot protocol 2.00 on, and 0 means "not set".
     if protocol < 0x0200 || pointer == 0 {
