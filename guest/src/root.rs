@@ -23,14 +23,7 @@ pub fn report_and_power_off() -> io::Result<()> {
     mount_if_missing("devtmpfs", "/dev", "devtmpfs")?;
 
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")?;
-    let mounts = fs::read_to_string("/proc/mounts")?;
-    let root = mounts
-        .lines()
-        .map(|line| line.split(' ').collect::<Vec<_>>())
-        .filter(|fields| fields.len() > 2 && fields[1] == "/")
-        .map(|fields| format!("{} ({})", fields[0], fields[2]))
-        .next_back()
-        .unwrap_or_else(|| "unknown".to_string());
+    let root = root_device()?;
     let modules: Vec<String> = fs::read_to_string("/proc/modules")
         .unwrap_or_default()
         .lines()
@@ -47,6 +40,35 @@ pub fn report_and_power_off() -> io::Result<()> {
         }
     );
     Err(sys::power_off())
+}
+
+/// Names the device and file system type of `/`. The kernel lists a root it
+/// mounted itself as `/dev/root` in /proc/mounts, so the device name comes
+/// from sysfs, by the device number of `/`.
+fn root_device() -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+
+    let dev = fs::metadata("/")?.dev();
+    // The glibc encoding of dev_t, as gnu_dev_major and gnu_dev_minor decode it.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let uevent =
+        fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).unwrap_or_default();
+    let name = uevent
+        .lines()
+        .find_map(|line| line.strip_prefix("DEVNAME="))
+        .map(|name| format!("/dev/{name}"))
+        .unwrap_or_else(|| format!("block device {major}:{minor}"));
+
+    let mounts = fs::read_to_string("/proc/mounts")?;
+    let fstype = mounts
+        .lines()
+        .map(|line| line.split(' ').collect::<Vec<_>>())
+        .filter(|fields| fields.len() > 2 && fields[1] == "/")
+        .map(|fields| fields[2].to_string())
+        .next_back()
+        .unwrap_or_else(|| "unknown".to_string());
+    Ok(format!("{name} ({fstype})"))
 }
 
 /// Mounts `source` on `target` unless /proc/mounts lists a mount there, or
