@@ -18,6 +18,8 @@ pub enum ExitCode {
     Remote = 5,
     /// A host resource (tap, loop device, VMM process, disk space) failed.
     HostResource = 6,
+    /// The command exists in the command tree but has no implementation yet.
+    NotImplemented = 7,
 }
 
 /// Implemented by each module's error type so that `main` can pick an exit code.

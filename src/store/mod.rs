@@ -1,2 +1,3 @@
 //! On-disk state: paths, configuration and the records of images, kernels and VMs.
+pub mod config;
 pub mod paths;
