@@ -426,14 +426,39 @@ fn truncated_bundle_rejected() {
     fixture.catalog.export(VERSION, &mut exported).unwrap();
     fixture.catalog.remove(VERSION, false, &NoVms).unwrap();
 
-    // Cut inside the kernel image's data (it follows the 512-byte manifest
-    // header, the manifest and the kernel's header).
-    let mid_file = &exported[..2048];
-    // Cut at an entry boundary: the end-of-archive blocks and the last
-    // entries are gone, which only the manifest's content digest reveals.
-    let boundary = &exported[..exported.len() - 1024 - 1024];
+    // Cut inside the kernel image's data.
+    let mut archive = tar::Archive::new(&exported[..]);
+    let kernel_data = archive
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|entry| entry.path().unwrap() == Path::new("vmlinuz"))
+        .unwrap()
+        .raw_file_position();
+    let mid_file = exported[..kernel_data as usize + 100].to_vec();
+    // Cut at the entry boundary before the kernel's header, as if the
+    // archive ended there.
+    let boundary = exported[..kernel_data as usize - 512].to_vec();
+    // A complete archive that lacks one module file, which only the
+    // manifest's content digest reveals.
+    let mut archive = tar::Archive::new(&exported[..]);
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().ends_with("virtio_blk.ko") {
+            continue;
+        }
+        let header = entry.header().clone();
+        builder.append(&header, &mut entry).unwrap();
+    }
+    let missing_entry = builder.into_inner().unwrap();
 
-    for (case, bytes) in [("mid-file", mid_file), ("entry-boundary", boundary)] {
+    let cases = [
+        ("mid-file", mid_file, true),
+        ("entry-boundary", boundary, false),
+        ("missing-entry", missing_entry, false),
+    ];
+    for (case, bytes, is_read_error) in cases {
         let tarball = fixture.path(&format!("{case}.tar"));
         fs::write(&tarball, bytes).unwrap();
 
@@ -442,10 +467,14 @@ fn truncated_bundle_rejected() {
             .import(&ImportSource::Bundle(tarball), None)
             .unwrap_err();
 
-        assert!(
-            matches!(error, Error::Archive { .. } | Error::InvalidBundle { .. }),
-            "{case}: {error}"
-        );
+        if is_read_error {
+            assert!(matches!(error, Error::Archive { .. }), "{case}: {error}");
+        } else {
+            assert!(
+                matches!(error, Error::InvalidBundle { .. }),
+                "{case}: {error}"
+            );
+        }
         fixture.assert_entries(&[]);
     }
 }

@@ -421,17 +421,34 @@ fn stage_package(staging: &Path, path: &Path) -> Result<Manifest> {
 
 fn stage_bundle(staging: &Path, path: &Path) -> Result<Manifest> {
     let recorded = bundle::stage_tarball(path, staging)?;
+    let invalid = |reason: String| Error::InvalidBundle {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let kernel_is_file =
+        fs::symlink_metadata(staging.join(KERNEL)).is_ok_and(|meta| meta.is_file());
+    if !kernel_is_file {
+        return Err(invalid(format!(
+            "it holds no regular file `{KERNEL}`; the tarball is truncated or not a kernel bundle"
+        )));
+    }
     let mut manifest = finish_manifest(staging, &recorded.source, Some(path))?;
+
+    if manifest.content_sha256 != recorded.content_sha256 {
+        return Err(invalid(format!(
+            "its content has sha256 {} but {} records {}; the tarball is truncated or was modified",
+            manifest.content_sha256,
+            bundle::MANIFEST,
+            recorded.content_sha256
+        )));
+    }
     if manifest.version != recorded.version {
-        return Err(Error::InvalidBundle {
-            path: path.to_path_buf(),
-            reason: format!(
-                "{} records version {} but its kernel image is version {}",
-                bundle::MANIFEST,
-                recorded.version,
-                manifest.version
-            ),
-        });
+        return Err(invalid(format!(
+            "{} records version {} but its kernel image is version {}",
+            bundle::MANIFEST,
+            recorded.version,
+            manifest.version
+        )));
     }
     manifest.source = recorded.source;
     Ok(manifest)
