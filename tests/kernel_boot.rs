@@ -55,7 +55,7 @@ fn imported() -> &'static Imported {
     })
 }
 
-/// The kernel release in a package file name such as
+/// Returns the kernel release in a package file name such as
 /// `linux-image-6.1.0-57-cloud-amd64_6.1.192-3_amd64.deb`.
 fn version_from_package_name(deb: &Path) -> String {
     let name = deb.file_name().unwrap().to_string_lossy();
@@ -250,15 +250,17 @@ fn common_args(spec: &BootSpec, root_fs: &Path) -> Vec<String> {
 /// frequency as `tsc_early_khz=` skips the calibration.
 fn host_tsc_khz() -> Option<u64> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: f64 = cpuinfo
+    let mhz = cpuinfo
         .lines()
         .find(|line| line.starts_with("cpu MHz"))?
         .split(':')
         .nth(1)?
-        .trim()
-        .parse()
-        .ok()?;
-    Some((mhz * 1000.0) as u64)
+        .trim();
+    // "2596.152" MHz is 2596152 kHz.
+    let (whole, fraction) = mhz.split_once('.').unwrap_or((mhz, ""));
+    let fraction = format!("{fraction:0<3}");
+    let khz = whole.parse::<u64>().ok()? * 1000 + fraction[..3].parse::<u64>().ok()?;
+    Some(khz)
 }
 
 #[test]

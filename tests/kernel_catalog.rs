@@ -435,10 +435,11 @@ fn truncated_bundle_rejected() {
         .find(|entry| entry.path().unwrap() == Path::new("vmlinuz"))
         .unwrap()
         .raw_file_position();
-    let mid_file = exported[..kernel_data as usize + 100].to_vec();
+    let kernel_data = usize::try_from(kernel_data).unwrap();
+    let mid_file = exported[..kernel_data + 100].to_vec();
     // Cut at the entry boundary before the kernel's header, as if the
     // archive ended there.
-    let boundary = exported[..kernel_data as usize - 512].to_vec();
+    let boundary = exported[..kernel_data - 512].to_vec();
     // A complete archive that lacks one module file, which only the
     // manifest's content digest reveals.
     let mut archive = tar::Archive::new(&exported[..]);

@@ -1,7 +1,7 @@
 //! The root filesystem stage: report that the VM reached its root
 //! filesystem, then power off.
 //!
-//! NOTE: this is all the guest does on the root filesystem so far; running a
+//! NOTE: this is all the guest does on the root filesystem so far. Running a
 //! workload and talking to the host come with the VM side.
 
 use std::fs;

@@ -28,8 +28,8 @@ pub enum KernelCommand {
     #[command(visible_alias = "list")]
     Ls,
 
-    /// Print a kernel's record as JSON: version, file paths and where the
-    /// guest sees its modules.
+    /// Print a kernel's record as JSON: version, file paths and the guest
+    /// path of its modules.
     Inspect {
         /// Kernel name.
         name: String,

@@ -1,4 +1,4 @@
-//! What a VM needs from a kernel bundle to boot: the kernel, the modules tree
+//! The boot specification of a kernel bundle: the kernel, the modules tree
 //! to expose in the guest, and an initrd when the kernel cannot reach the
 //! root disk on its own.
 
@@ -18,8 +18,8 @@ use super::modinfo::ModuleIndex;
 pub const GUEST_INIT_ENV: &str = "BANGER_GUEST_INIT";
 /// File name of the guest init binary.
 pub const GUEST_INIT_NAME: &str = "banger-guest";
-/// Where packages install the guest init, searched after the directory of
-/// the running banger executable.
+/// Directories where packages install the guest init, searched after the
+/// directory of the running banger executable.
 pub const GUEST_INIT_DIRS: [&str; 2] = ["/usr/local/lib/banger", "/usr/lib/banger"];
 /// The root file system type banger's images use.
 pub const ROOT_FS_TYPE: &str = "ext4";
@@ -37,7 +37,7 @@ pub enum RootDisk {
 }
 
 impl RootDisk {
-    /// The guest device node of the first disk of this model.
+    /// Returns the guest device node of the first disk of this model.
     pub fn device(self) -> &'static str {
         match self {
             RootDisk::Nvme => "/dev/nvme0n1",
@@ -45,8 +45,8 @@ impl RootDisk {
         }
     }
 
-    /// The modules the guest needs to see the disk, in the order asked for;
-    /// their dependencies come from the modules themselves.
+    /// Returns the modules the guest needs to see the disk, in request order.
+    /// Their dependencies come from the modules themselves.
     pub fn drivers(self) -> &'static [&'static str] {
         match self {
             RootDisk::Nvme => &["nvme"],
@@ -69,7 +69,7 @@ pub struct BootSpec {
     /// Host path of the modules tree, to expose in the guest at
     /// [`BootSpec::guest_modules_dir`].
     pub modules: Option<PathBuf>,
-    /// Where the guest expects the modules tree: `/lib/modules/<version>`.
+    /// Path of the modules tree in the guest: `/lib/modules/<version>`.
     pub guest_modules_dir: String,
     /// Kernel command line arguments that select the root filesystem; the
     /// VM side adds the console, `init=` and its own arguments.
@@ -116,9 +116,9 @@ impl BootSpec {
             return Ok(spec);
         };
         let index = ModuleIndex::scan(modules_dir, &version)?;
-        let mut wanted: Vec<&str> = disk.drivers().to_vec();
-        wanted.push(ROOT_FS_TYPE);
-        let order = index.load_order(&wanted)?;
+        let mut requested: Vec<&str> = disk.drivers().to_vec();
+        requested.push(ROOT_FS_TYPE);
+        let order = index.load_order(&requested)?;
         if order.is_empty() {
             return Ok(spec);
         }

@@ -39,9 +39,9 @@ pub struct Manifest {
     /// The kernel release (`uname -r`), read from the image.
     pub version: String,
     pub image_format: ImageFormat,
-    /// Whether the bundle holds `initrd.img`.
+    /// Whether the bundle contains `initrd.img`.
     pub has_initrd: bool,
-    /// Whether the bundle holds `lib/modules/<version>`.
+    /// Whether the bundle contains `lib/modules/<version>`.
     pub has_modules: bool,
     /// File name of what the bundle was imported from.
     pub source: String,
@@ -175,10 +175,10 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Writes the bundle directory `dir` as a tarball to `out`: the manifest
-/// first, then every other entry in sorted order, in tar's deterministic mode
-/// (owner 0:0, a fixed mtime, mode 0755 or 0644), so the same bundle always
-/// gives the same bytes.
+/// Writes the bundle directory `dir` as a tarball to `out`, the manifest
+/// first and then every other entry in sorted order. Headers use tar's
+/// deterministic mode (owner 0:0, a fixed mtime, mode 0755 or 0644), so the
+/// same bundle always gives the same bytes.
 pub fn write_tarball(dir: &Path, out: impl Write) -> Result<()> {
     let write_error = |source| Error::Io {
         action: "write bundle tarball for",

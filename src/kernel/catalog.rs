@@ -21,10 +21,10 @@ use crate::store::paths::Paths;
 
 /// File holding the default kernel's name.
 const DEFAULT_FILE: &str = ".default";
-/// The longest kernel name accepted.
+/// Maximum length of a kernel name, in bytes.
 const MAX_NAME_LEN: usize = 128;
 
-/// What `kernel import` reads.
+/// The source of a `kernel import`.
 #[derive(Clone, Debug)]
 pub enum ImportSource {
     /// A kernel image with an optional modules tree (a directory, a tar or a
@@ -107,7 +107,7 @@ impl KernelEntry {
     }
 }
 
-/// What `kernel inspect` prints.
+/// The record that `kernel inspect` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelInfo {
     pub name: String,
@@ -118,7 +118,7 @@ pub struct KernelInfo {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub modules: Option<PathBuf>,
-    /// Where the guest sees the modules tree.
+    /// Path of the modules tree inside the guest.
     pub guest_modules: Option<String>,
     pub source: String,
     pub content_sha256: String,
@@ -159,7 +159,7 @@ impl Catalog {
         Self::new(paths.data.join("kernels"))
     }
 
-    /// The directory holding the catalog entries.
+    /// Returns the directory that contains the catalog entries.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -593,8 +593,8 @@ fn finish_manifest(
     })
 }
 
-/// Checks that `lib/modules/` holds exactly the directory of `version`, and
-/// returns whether it holds one.
+/// Checks that `lib/modules/` contains exactly the directory of `version`,
+/// and returns whether it contains one.
 fn check_modules(staging: &Path, version: &str, source: Option<&Path>) -> Result<bool> {
     let dir = staging.join(MODULES_DIR);
     let source = source.unwrap_or(staging).to_path_buf();

@@ -19,7 +19,7 @@ use super::extract::{self, Mapping, Staging};
 /// The magic at the start of every ar archive.
 pub const AR_MAGIC: &[u8] = b"!<arch>\n";
 
-/// What a package contributed to the staging directory.
+/// The parts of a package copied into the staging directory.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PackageContent {
     /// Whether the package held a `boot/vmlinuz-*`, now at `vmlinuz`.
@@ -33,7 +33,7 @@ pub struct PackageContent {
 ///
 /// # Errors
 /// [`Error::InvalidPackage`] when the file is not a Debian binary package or
-/// holds two kernel images, and the extraction errors of
+/// contains two kernel images, and the extraction errors of
 /// [`extract::extract_tar`].
 pub fn stage_package(path: &Path, staging_dir: &Path) -> Result<PackageContent> {
     let invalid = |reason: String| Error::InvalidPackage {
@@ -74,7 +74,7 @@ pub fn stage_package(path: &Path, staging_dir: &Path) -> Result<PackageContent> 
             ));
         }
 
-        let compressed = decompressor(&name, member).map_err(|reason| invalid(reason))?;
+        let compressed = decompressor(&name, member).map_err(&invalid)?;
         return extract_data(path, staging_dir, compressed);
     }
 
@@ -153,7 +153,7 @@ pub fn map_modules_path(rel: &Path) -> Option<PathBuf> {
     Some(Path::new(MODULES_DIR).join(rest))
 }
 
-/// Whether the file starts like an ar archive (a `.deb`).
+/// Returns whether the file starts like an ar archive (a `.deb`).
 pub fn is_package(head: &[u8]) -> bool {
     head.starts_with(AR_MAGIC)
 }

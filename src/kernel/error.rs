@@ -43,7 +43,7 @@ pub enum Error {
     #[error("invalid modules tree `{path}`: {reason}")]
     InvalidModules { path: PathBuf, reason: String },
 
-    /// A Debian package is malformed or holds no kernel.
+    /// A Debian package is malformed or contains no kernel.
     #[error("invalid kernel package `{path}`: {reason}")]
     InvalidPackage { path: PathBuf, reason: String },
 

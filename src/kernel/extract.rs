@@ -205,7 +205,7 @@ pub fn normalize(path: &Path) -> std::result::Result<PathBuf, &'static str> {
     Ok(out)
 }
 
-/// Whether a relative symlink target, resolved lexically from a directory
+/// Returns whether a relative symlink target, resolved lexically from a directory
 /// `parent_depth` levels below the root, climbs above the root at any point.
 fn climbs_out(parent_depth: usize, target: &Path) -> bool {
     let mut depth = parent_depth;

@@ -1,9 +1,10 @@
 //! Kernel module metadata and load order, without depmod.
 //!
-//! Distribution kernel packages ship no `modules.dep` (depmod writes it at
-//! install time), so the load order comes from each module's own `.modinfo`
-//! ELF section: NUL-separated `key=value` strings, of which `name=` is the
-//! module name and `depends=` a comma-separated list of the modules it needs.
+//! Distribution kernel packages ship no `modules.dep` because depmod writes
+//! it at install time. So the load order comes from each module's own
+//! `.modinfo` ELF section, a list of NUL-separated `key=value` strings. In it
+//! `name=` is the module name and `depends=` lists the modules it needs,
+//! separated by commas.
 //! `modules.builtin` lists the modules compiled into the kernel.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,8 +57,8 @@ impl ModuleIndex {
         })
     }
 
-    /// An index of a kernel without a modules tree: nothing is loadable and
-    /// nothing is known to be built in.
+    /// Returns the index of a kernel without a modules tree, in which nothing
+    /// is loadable and nothing is known to be built in.
     pub fn empty(version: &str) -> Self {
         Self {
             version: version.to_string(),
@@ -66,22 +67,22 @@ impl ModuleIndex {
         }
     }
 
-    /// Whether the kernel has `name` compiled in.
+    /// Returns whether the kernel has `name` compiled in.
     pub fn is_builtin(&self, name: &str) -> bool {
         self.builtin.contains(&normalize_name(name))
     }
 
-    /// Returns the module files that load `wanted` in order, each after the
+    /// Returns the module files that load `requested` in order, each after the
     /// modules it depends on, leaving out built-in modules.
     ///
     /// # Errors
     /// [`Error::MissingModule`] when a module or a dependency is neither built
     /// in nor in the tree, and [`Error::InvalidModule`] for an unreadable
     /// module or a dependency cycle.
-    pub fn load_order(&self, wanted: &[&str]) -> Result<Vec<OrderedModule>> {
+    pub fn load_order(&self, requested: &[&str]) -> Result<Vec<OrderedModule>> {
         let mut order = Vec::new();
         let mut done = BTreeSet::new();
-        for name in wanted {
+        for name in requested {
             let mut visiting = Vec::new();
             self.visit(&normalize_name(name), &mut visiting, &mut done, &mut order)?;
         }
@@ -156,7 +157,8 @@ fn module_name_from_file(path: &Path) -> Option<String> {
     Some(normalize_name(stem))
 }
 
-/// The kernel treats `-` and `_` in module names alike and reports `_`.
+/// Normalizes a module name to `_`, because the kernel treats `-` and `_`
+/// in module names alike and reports `_`.
 pub fn normalize_name(name: &str) -> String {
     name.replace('-', "_")
 }

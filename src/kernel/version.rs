@@ -18,7 +18,7 @@ const HEADER_MAGIC_OFFSET: usize = 0x202;
 const PROTOCOL_OFFSET: usize = 0x206;
 /// Offset of `kernel_version`: a pointer to the version string, minus 0x200.
 const KERNEL_VERSION_OFFSET: usize = 0x20E;
-/// The longest version string read; the kernel's own is well under 256 bytes.
+/// Maximum length of the version string read. The kernel's own is well under 256 bytes.
 const MAX_VERSION_STRING: usize = 512;
 /// The banner `init/version.c` writes into every kernel.
 const ELF_BANNER: &[u8] = b"Linux version ";
@@ -33,7 +33,7 @@ pub enum ImageFormat {
     Elf,
 }
 
-/// What the kernel image file says about itself.
+/// The format and kernel release recorded in a kernel image file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelImage {
     pub format: ImageFormat,
@@ -73,7 +73,7 @@ pub fn read_kernel_image(path: &Path) -> Result<KernelImage> {
     })
 }
 
-/// Whether the first bytes of a file look like an x86 boot image.
+/// Returns whether the first bytes of a file look like an x86 boot image.
 pub fn is_bzimage(head: &[u8]) -> bool {
     head.len() > KERNEL_VERSION_OFFSET + 2
         && head[BOOT_FLAG_OFFSET..BOOT_FLAG_OFFSET + 2] == [0x55, 0xAA]

@@ -72,8 +72,8 @@ pub fn guest_init() -> PathBuf {
         .clone()
 }
 
-/// A minimal x86 boot image carrying `version`: a test double for a kernel
-/// image where only the setup header matters (version, format detection).
+/// Builds a minimal x86 boot image carrying `version`, a test double for a
+/// kernel image where only the setup header matters (version, format detection).
 pub fn synthetic_bzimage(version: &str) -> Vec<u8> {
     let mut image = vec![0u8; 0x1000];
     image[0x1FE..0x200].copy_from_slice(&[0x55, 0xAA]);
