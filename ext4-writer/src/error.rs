@@ -38,6 +38,122 @@ pub enum Error {
         len: u64,
     },
 
+    /// An xattr name with no namespace prefix that ext4 can store, or a
+    /// name ext4 cannot encode.
+    #[error("invalid xattr name {:?}: {reason}", String::from_utf8_lossy(name))]
+    InvalidXattrName { name: Vec<u8>, reason: String },
+
+    /// The same xattr name appears twice on one node.
+    #[error(
+        "xattr {:?} is set twice on one node; xattr names must be unique",
+        String::from_utf8_lossy(name)
+    )]
+    DuplicateXattr { name: Vec<u8> },
+
+    /// The xattrs of one node do not fit in the inode plus one xattr block.
+    #[error("the xattrs of a node need {required_bytes} bytes, but the inode and one xattr block hold at most {available_bytes} (largest value: {:?} with {largest_value_bytes} bytes); use a larger block size or smaller xattr values", String::from_utf8_lossy(largest_name))]
+    XattrsTooLarge {
+        required_bytes: usize,
+        available_bytes: usize,
+        largest_name: Vec<u8>,
+        largest_value_bytes: usize,
+    },
+
+    /// A POSIX ACL xattr value that is not a valid ACL in the VFS format.
+    #[error(
+        "invalid POSIX ACL in xattr {:?}: {reason}",
+        String::from_utf8_lossy(name)
+    )]
+    InvalidAcl { name: Vec<u8>, reason: String },
+
+    /// A node reached through more links than ext4 can count.
+    #[error("{path:?} has {count} links but ext4 allows at most 65000 per inode; make some of them copies instead of hard links")]
+    TooManyLinks { path: String, count: u64 },
+
+    /// A regular file larger than ext4 can map with 32-bit block numbers.
+    #[error("{path:?} is {size} bytes but the largest file with {block_size}-byte blocks is {max_size} bytes; use a larger block size or a smaller file")]
+    FileTooLarge {
+        path: String,
+        size: u64,
+        block_size: u32,
+        max_size: u64,
+    },
+
+    /// A symlink target that ext4 cannot store.
+    #[error("invalid symlink target for {path:?} ({len} bytes): {reason}")]
+    InvalidSymlink {
+        path: String,
+        len: usize,
+        reason: &'static str,
+    },
+
+    /// A device number outside the 12-bit major and 20-bit minor of Linux.
+    #[error("invalid device number {major}:{minor} for {path:?}: the major must be below 4096 and the minor below 1048576")]
+    InvalidDevice {
+        path: String,
+        major: u32,
+        minor: u32,
+    },
+
+    /// A time outside what ext4's 34-bit seconds and nanoseconds can store.
+    #[error("invalid timestamp {seconds}.{nanoseconds:09} s for {path:?}: ext4 stores seconds from -2147483648 to 15032385535 (year 2446) and nanoseconds below 1000000000")]
+    TimestampOutOfRange {
+        path: String,
+        seconds: i64,
+        nanoseconds: u32,
+    },
+
+    /// A directory with more entries than a two-level htree can index.
+    #[error("directory {path:?} needs {leaf_blocks} leaf blocks but a two-level directory index reaches at most {max_leaf_blocks}; split it or use a larger block size")]
+    DirectoryTooLarge {
+        path: String,
+        leaf_blocks: u64,
+        max_leaf_blocks: u64,
+    },
+
+    /// The root has a `lost+found` that is not a directory.
+    #[error("/lost+found must be a directory because e2fsck and the kernel use it; rename or remove that entry")]
+    InvalidLostAndFound,
+
+    /// The root node of the tree was turned into something other than a directory.
+    #[error("the root node must be a directory")]
+    RootNotDirectory,
+
+    /// An option value the writer cannot use.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        option: &'static str,
+        reason: String,
+    },
+
+    /// The inode count requested is below what the tree needs.
+    #[error("{requested} inodes requested but the tree needs {required}; raise the inode count or leave it unset")]
+    TooFewInodes { requested: u64, required: u64 },
+
+    /// More inodes than the block groups of the filesystem can hold.
+    #[error("{inodes} inodes do not fit in {blocks} blocks (at most one inode per block of each group); raise the size or lower the inode count")]
+    TooManyInodes { inodes: u64, blocks: u64 },
+
+    /// More blocks than this block size can address without `meta_bg`.
+    #[error("{blocks} blocks of {block_size} bytes are too many for one group descriptor table; use a larger block size or a smaller size")]
+    FilesystemTooLarge { blocks: u64, block_size: u32 },
+
+    /// The content does not fit in the fixed size.
+    #[error("the tree needs at least {required_bytes} bytes but the fixed size is {available_bytes} bytes; raise the size to {required_bytes} bytes or use automatic sizing")]
+    DoesNotFit {
+        required_bytes: u64,
+        available_bytes: u64,
+    },
+
+    /// The allocator ran out of blocks, which the size planning should
+    /// have prevented.
+    #[error("internal error: the filesystem of {blocks} blocks ran out of free blocks while writing; please report this with the tree that caused it")]
+    OutOfSpace { blocks: u64 },
+
+    /// A count or offset overflowed while laying out the image.
+    #[error("the image is too large: {what} overflows")]
+    Overflow { what: &'static str },
+
     /// An I/O error while reading content or writing the image.
     #[error("{context}: {source}")]
     Io {

@@ -1,0 +1,414 @@
+//! `mkext4`: builds an ext4 image from a directory or a tar archive, like
+//! `mke2fs -d`, with owners, modes, xattrs and hard links taken from the
+//! source instead of from the user running it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{ArgGroup, Parser};
+use ext4_writer::options::{BlockSize, Options, Reproducible, Sizing};
+use ext4_writer::source::dir::tree_from_dir;
+use ext4_writer::tar::{tree_from_tar, Spool};
+use ext4_writer::{Metadata, Timestamp, Tree};
+
+/// Build an ext4 filesystem image from a directory or a tar archive.
+///
+/// Owners, permissions (setuid, setgid, sticky), times with nanoseconds,
+/// xattrs, POSIX ACLs, file capabilities, device numbers and hard links come
+/// from the source. No mkfs, mount or debugfs is used.
+#[derive(Debug, Parser)]
+#[command(name = "mkext4", version)]
+#[command(group(ArgGroup::new("source").required(true).args(["from_dir", "from_tar"])))]
+struct Cli {
+    /// Image file to create or overwrite.
+    output: PathBuf,
+
+    /// Directory whose contents become the root of the image; symlinks
+    /// inside it are copied as symlinks, never followed.
+    #[arg(long, value_name = "DIR")]
+    from_dir: Option<PathBuf>,
+
+    /// Plain (uncompressed) tar archive whose members become the image;
+    /// `-` reads standard input. PAX xattrs, sparse files and hard links
+    /// are kept.
+    #[arg(long, value_name = "FILE")]
+    from_tar: Option<PathBuf>,
+
+    /// Fixed image size in bytes, with an optional K, M, G or T suffix
+    /// (powers of 1024). Without it the size is the content plus metadata
+    /// plus the headroom.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, conflicts_with = "headroom")]
+    size: Option<u64>,
+
+    /// Free space added when sizing automatically, in percent of the
+    /// content plus metadata.
+    #[arg(long, value_name = "PERCENT", default_value_t = 10)]
+    headroom: u32,
+
+    /// Filesystem block size in bytes: 1024, 2048 or 4096.
+    #[arg(long, value_name = "BYTES", default_value_t = 4096, value_parser = parse_block_size)]
+    block_size: u32,
+
+    /// Number of inodes. Without it, the number of nodes in the source plus
+    /// the headroom, rounded up to whole block groups.
+    #[arg(long, value_name = "COUNT")]
+    inodes: Option<u32>,
+
+    /// Volume label, at most 16 bytes.
+    #[arg(long, value_parser = parse_label)]
+    label: Option<String>,
+
+    /// Filesystem UUID as 32 hex digits, hyphens allowed
+    /// (for example 0b6c4f5e-8d2a-4c1b-9f3e-7a5d2c1b0e9f). Without it the
+    /// UUID is random, or derived from the seed with --reproducible.
+    #[arg(long, value_parser = parse_uuid)]
+    uuid: Option<[u8; 16]>,
+
+    /// Leave out the internal journal (ext4's has_journal feature).
+    #[arg(long)]
+    no_journal: bool,
+
+    /// Make a byte-identical image on every run with the same source and
+    /// options: the UUID and directory hash seed derive from SEED (an
+    /// unsigned 64-bit integer, default 0), and the superblock times are
+    /// SOURCE_DATE_EPOCH (seconds since 1970, default 0). Give the seed
+    /// as --reproducible=SEED.
+    #[arg(
+        long,
+        value_name = "SEED",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "0"
+    )]
+    reproducible: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("mkext4: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads the source, writes the image and returns a one-line summary.
+fn run(cli: &Cli) -> Result<String, String> {
+    let options = build_options(cli);
+
+    let tree = read_source(cli, &options)?;
+
+    let file = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create(true)
+        .truncate(true)
+        .open(&cli.output)
+        .map_err(|err| format!("failed to create `{}`: {err}", cli.output.display()))?;
+    let report = match ext4_writer::write_file(&tree, &options, &file) {
+        Ok(report) => report,
+        Err(err) => {
+            // A partial image is useless, so do not leave one behind.
+            drop(file);
+            let _ = fs::remove_file(&cli.output);
+            return Err(format!(
+                "failed to write `{}`: {}",
+                cli.output.display(),
+                error_chain(&err)
+            ));
+        }
+    };
+
+    Ok(format!(
+        "{}: {} bytes, {} blocks of {} bytes ({} free), {} inodes ({} free)",
+        cli.output.display(),
+        report.size_bytes,
+        report.blocks,
+        report.block_size,
+        report.free_blocks,
+        report.inodes,
+        report.free_inodes
+    ))
+}
+
+fn build_options(cli: &Cli) -> Options {
+    let defaults = Options::default();
+    let sizing = match (cli.size, defaults.sizing) {
+        (Some(bytes), _) => Sizing::Fixed { bytes },
+        (None, Sizing::Auto { min_free_bytes, .. }) => Sizing::Auto {
+            headroom_percent: cli.headroom,
+            min_free_bytes,
+        },
+        (None, Sizing::Fixed { .. }) => Sizing::Auto {
+            headroom_percent: cli.headroom,
+            min_free_bytes: 0,
+        },
+    };
+    let block_size = match cli.block_size {
+        1024 => BlockSize::B1024,
+        2048 => BlockSize::B2048,
+        _ => BlockSize::B4096,
+    };
+    Options {
+        block_size,
+        sizing,
+        inode_count: cli.inodes,
+        label: cli.label.clone(),
+        uuid: cli.uuid,
+        journal: !cli.no_journal,
+        reproducible: cli.reproducible.map(Reproducible::from_env),
+        ..defaults
+    }
+}
+
+fn read_source(cli: &Cli, options: &Options) -> Result<Tree, String> {
+    if let Some(dir) = &cli.from_dir {
+        return tree_from_dir(dir).map_err(|err| error_chain(&err));
+    }
+    let Some(tar) = &cli.from_tar else {
+        return Err("no source given; use --from-dir DIR or --from-tar FILE".to_string());
+    };
+
+    // The spool stores file contents until the image is written. Beside the
+    // output, it lands on a filesystem that has room for the image.
+    let spool_dir = spool_dir(&cli.output);
+    let mut spool = Spool::new_in(&spool_dir).map_err(|err| {
+        format!(
+            "failed to create a spool file in `{}`: {err}",
+            spool_dir.display()
+        )
+    })?;
+    let root = root_metadata(options);
+    let result = if tar == Path::new("-") {
+        tree_from_tar(BufReader::new(io::stdin().lock()), root, &mut spool)
+    } else {
+        let file =
+            File::open(tar).map_err(|err| format!("failed to open `{}`: {err}", tar.display()))?;
+        tree_from_tar(BufReader::with_capacity(1 << 20, file), root, &mut spool)
+    };
+    result.map_err(|err| format!("failed to read `{}`: {}", tar.display(), error_chain(&err)))
+}
+
+/// Metadata of the root until the archive's `./` member replaces it:
+/// 0755, owned by root, timed at the reproducible timestamp or now.
+fn root_metadata(options: &Options) -> Metadata {
+    let seconds = match options.reproducible {
+        Some(reproducible) => reproducible.timestamp,
+        None => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+            }),
+    };
+    Metadata::new(0o755, 0, 0, Timestamp::new(seconds, 0))
+}
+
+fn spool_dir(output: &Path) -> PathBuf {
+    match output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Joins an error and its sources into one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// Parses a byte count with an optional K, M, G or T suffix (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let invalid = || {
+        format!("invalid size `{text}`: expected a number of bytes with an optional K, M, G or T suffix, such as 512M")
+    };
+    let (digits, shift) = match text.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&text[..text.len() - 1], 10),
+        Some('M') => (&text[..text.len() - 1], 20),
+        Some('G') => (&text[..text.len() - 1], 30),
+        Some('T') => (&text[..text.len() - 1], 40),
+        _ => (text, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let number: u64 = digits.parse().map_err(|_| invalid())?;
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("invalid size `{text}`: larger than 2^64 bytes"))
+}
+
+fn parse_block_size(text: &str) -> Result<u32, String> {
+    match text {
+        "1024" | "1K" | "1k" => Ok(1024),
+        "2048" | "2K" | "2k" => Ok(2048),
+        "4096" | "4K" | "4k" => Ok(4096),
+        _ => Err(format!(
+            "invalid block size `{text}`: use 1024, 2048 or 4096"
+        )),
+    }
+}
+
+fn parse_label(text: &str) -> Result<String, String> {
+    if text.len() > 16 {
+        return Err(format!(
+            "invalid label `{text}`: it is {} bytes, and ext4 labels hold at most 16",
+            text.len()
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// Parses 32 hex digits, with or without the hyphens of the 8-4-4-4-12 form.
+fn parse_uuid(text: &str) -> Result<[u8; 16], String> {
+    let invalid = || {
+        format!("invalid UUID `{text}`: expected 32 hex digits such as 0b6c4f5e-8d2a-4c1b-9f3e-7a5d2c1b0e9f")
+    };
+    let hyphens: Vec<usize> = text.match_indices('-').map(|(index, _)| index).collect();
+    if !hyphens.is_empty() && hyphens != [8, 13, 18, 23] {
+        return Err(invalid());
+    }
+    let digits: Vec<u8> = text.bytes().filter(|&b| b != b'-').collect();
+    if digits.len() != 32 {
+        return Err(invalid());
+    }
+    let mut uuid = [0u8; 16];
+    for (byte, pair) in uuid.iter_mut().zip(digits.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).map_err(|_| invalid())?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| invalid())?;
+    }
+    Ok(uuid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parsed() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1K"), Ok(1024));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("3G"), Ok(3 << 30));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        for bad in ["", "G", "1.5G", "-1", "12X", "1 G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn uuids_parsed() {
+        let expected = [
+            0x0b, 0x6c, 0x4f, 0x5e, 0x8d, 0x2a, 0x4c, 0x1b, 0x9f, 0x3e, 0x7a, 0x5d, 0x2c, 0x1b,
+            0x0e, 0x9f,
+        ];
+        assert_eq!(
+            parse_uuid("0b6c4f5e-8d2a-4c1b-9f3e-7a5d2c1b0e9f"),
+            Ok(expected)
+        );
+        assert_eq!(parse_uuid("0B6C4F5E8D2A4C1B9F3E7A5D2C1B0E9F"), Ok(expected));
+        for bad in [
+            "",
+            "0b6c4f5e-8d2a-4c1b-9f3e-7a5d2c1b0e9",
+            "0b6c4f5e8-d2a-4c1b-9f3e-7a5d2c1b0e9f",
+            "zz6c4f5e-8d2a-4c1b-9f3e-7a5d2c1b0e9f",
+        ] {
+            assert!(parse_uuid(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn labels_limited_to_16_bytes() {
+        assert!(parse_label("sixteen-bytes-ok").is_ok());
+        assert!(parse_label("seventeen-bytes-x").is_err());
+    }
+
+    #[test]
+    fn block_sizes_limited() {
+        assert_eq!(parse_block_size("2048"), Ok(2048));
+        assert!(parse_block_size("8192").is_err());
+        assert!(parse_block_size("512").is_err());
+    }
+
+    #[test]
+    fn options_follow_flags() {
+        let cli = Cli::parse_from([
+            "mkext4",
+            "out.ext4",
+            "--from-dir",
+            "src",
+            "--headroom",
+            "25",
+            "--block-size",
+            "1024",
+            "--inodes",
+            "5000",
+            "--label",
+            "root",
+            "--no-journal",
+            "--reproducible",
+        ]);
+        let options = build_options(&cli);
+        assert_eq!(options.block_size, BlockSize::B1024);
+        assert!(matches!(
+            options.sizing,
+            Sizing::Auto {
+                headroom_percent: 25,
+                ..
+            }
+        ));
+        assert_eq!(options.inode_count, Some(5000));
+        assert_eq!(options.label.as_deref(), Some("root"));
+        assert!(!options.journal);
+        assert_eq!(options.reproducible.map(|r| r.seed), Some(0));
+
+        let cli = Cli::parse_from([
+            "mkext4",
+            "o",
+            "--from-tar",
+            "-",
+            "--size",
+            "64M",
+            "--reproducible=7",
+        ]);
+        let options = build_options(&cli);
+        assert_eq!(options.sizing, Sizing::Fixed { bytes: 64 << 20 });
+        assert!(options.journal);
+        assert_eq!(options.reproducible.map(|r| r.seed), Some(7));
+    }
+
+    #[test]
+    fn source_required_and_exclusive() {
+        assert!(Cli::try_parse_from(["mkext4", "o"]).is_err());
+        assert!(
+            Cli::try_parse_from(["mkext4", "o", "--from-dir", "a", "--from-tar", "b"]).is_err()
+        );
+        assert!(Cli::try_parse_from([
+            "mkext4",
+            "o",
+            "--from-dir",
+            "a",
+            "--size",
+            "1G",
+            "--headroom",
+            "5"
+        ])
+        .is_err());
+    }
+}

@@ -1,0 +1,259 @@
+//! The `mkext4` command end to end: images from a directory and from a tar
+//! stream on stdin, reproducible builds, and errors. Needs root and the
+//! commands listed in the oracle module, plus GNU tar.
+#![cfg(feature = "cli")]
+
+mod oracle;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use sha2::{Digest, Sha256};
+
+fn mkext4() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mkext4"))
+}
+
+fn check_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "mkext4 exited with {}:\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Fills `root` with a file, a directory, a symlink, a setuid file and an
+/// xattr, owned by root and by uid 1000.
+fn small_source(root: &Path) {
+    use std::os::unix::fs::{lchown, symlink, PermissionsExt};
+
+    fs::create_dir(root.join("etc")).unwrap();
+    fs::write(root.join("etc/hostname"), b"banger\n").unwrap();
+    symlink("/usr/bin/mawk", root.join("awk")).unwrap();
+    fs::write(root.join("sudo"), b"\x7fELF").unwrap();
+    lchown(root.join("sudo"), Some(0), Some(0)).unwrap();
+    lchown(root.join("etc/hostname"), Some(1000), Some(1000)).unwrap();
+    fs::set_permissions(root.join("sudo"), fs::Permissions::from_mode(0o4755)).unwrap();
+    xattr::set(root.join("etc/hostname"), "user.origin", b"test").unwrap();
+    oracle::run(
+        Command::new("touch")
+            .args(["-h", "-m", "-d", "@1600000000.5"])
+            .arg(root.join("awk")),
+    );
+}
+
+fn sha256(path: &Path) -> Vec<u8> {
+    Sha256::digest(fs::read(path).unwrap()).to_vec()
+}
+
+#[test]
+fn from_dir_matches_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    fs::create_dir(&source).unwrap();
+    oracle::make_synthetic_source(&source);
+    let image = dir.path().join("image.ext4");
+
+    let output = mkext4()
+        .arg(&image)
+        .arg("--from-dir")
+        .arg(&source)
+        .output()
+        .unwrap();
+
+    check_success(&output);
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("blocks of 4096 bytes"), "{summary}");
+    oracle::assert_fsck_clean(&image);
+    let source_walk = oracle::walk(&source);
+    let mount = oracle::Mount::new(&image);
+    let image_walk = oracle::walk(mount.path());
+    drop(mount);
+    oracle::assert_same_walk(&source_walk, &image_walk);
+}
+
+#[test]
+fn from_tar_stdin_matches_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    fs::create_dir(&source).unwrap();
+    small_source(&source);
+    let archive = Command::new("tar")
+        .args([
+            "--format=posix",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "-cf",
+            "-",
+            "-C",
+        ])
+        .arg(&source)
+        .arg(".")
+        .output()
+        .unwrap()
+        .stdout;
+    let image = dir.path().join("image.ext4");
+
+    let mut child = mkext4()
+        .arg(&image)
+        .args([
+            "--from-tar",
+            "-",
+            "--block-size",
+            "1024",
+            "--label",
+            "tarred",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&archive).unwrap();
+    let output = child.wait_with_output().unwrap();
+
+    check_success(&output);
+    oracle::assert_fsck_clean(&image);
+    let label = oracle::run(Command::new("e2label").arg(&image));
+    assert_eq!(label.trim(), "tarred");
+    let source_walk = oracle::walk(&source);
+    let mount = oracle::Mount::new(&image);
+    let image_walk = oracle::walk(mount.path());
+    drop(mount);
+    oracle::assert_same_walk(&source_walk, &image_walk);
+}
+
+#[test]
+fn reproducible_runs_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    fs::create_dir(&source).unwrap();
+    small_source(&source);
+    // A tar file is the same input on every run, unlike a directory whose
+    // atimes change as the first run reads it.
+    let archive = dir.path().join("source.tar");
+    oracle::run(
+        Command::new("tar")
+            .args(["--format=posix", "--xattrs", "--xattrs-include=*", "-cf"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&source)
+            .arg("."),
+    );
+    let build = |name: &str, seed: &str| {
+        let image = dir.path().join(name);
+        let output = mkext4()
+            .arg(&image)
+            .arg("--from-tar")
+            .arg(&archive)
+            .arg(format!("--reproducible={seed}"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        check_success(&output);
+        image
+    };
+
+    let first = build("first.ext4", "42");
+    let second = build("second.ext4", "42");
+    let other_seed = build("other.ext4", "43");
+
+    oracle::assert_fsck_clean(&first);
+    assert_eq!(
+        sha256(&first),
+        sha256(&second),
+        "same seed and SOURCE_DATE_EPOCH"
+    );
+    assert_ne!(
+        sha256(&first),
+        sha256(&other_seed),
+        "the seed must reach the UUID"
+    );
+    let dump = oracle::run(Command::new("dumpe2fs").arg("-h").arg(&first));
+    let created = dump
+        .lines()
+        .find(|line| line.starts_with("Filesystem created:"))
+        .unwrap_or_default()
+        .to_string();
+    let expected =
+        oracle::run(Command::new("date").args(["-d", "@1700000000", "+%a %b %e %H:%M:%S %Y"]));
+    assert!(
+        created.ends_with(expected.trim()),
+        "{created} vs {expected}"
+    );
+}
+
+#[test]
+fn too_small_size_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    fs::create_dir(&source).unwrap();
+    fs::write(source.join("big"), vec![1u8; 4 << 20]).unwrap();
+    let image = dir.path().join("image.ext4");
+
+    let output = mkext4()
+        .arg(&image)
+        .arg("--from-dir")
+        .arg(&source)
+        .args(["--size", "1M"])
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("mkext4: failed to write"), "{stderr}");
+    assert!(
+        stderr.contains("bytes"),
+        "the error states the minimum size: {stderr}"
+    );
+    assert!(!image.exists(), "a failed build leaves no image behind");
+}
+
+#[test]
+fn missing_source_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+
+    let output = mkext4()
+        .arg(dir.path().join("image.ext4"))
+        .arg("--from-dir")
+        .arg(&missing)
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+}
+
+#[test]
+fn help_names_units() {
+    let output = mkext4().arg("--help").output().unwrap();
+
+    check_success(&output);
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "--from-dir <DIR>",
+        "--from-tar <FILE>",
+        "--size <BYTES>",
+        "powers of 1024",
+        "--headroom <PERCENT>",
+        "--block-size <BYTES>",
+        "--inodes <COUNT>",
+        "--label <LABEL>",
+        "--uuid <UUID>",
+        "--no-journal",
+        "--reproducible[=<SEED>]",
+        "SOURCE_DATE_EPOCH",
+    ] {
+        assert!(
+            help.contains(expected),
+            "--help lacks {expected:?}:\n{help}"
+        );
+    }
+}
