@@ -1,7 +1,7 @@
 //! Debian's real cloud kernel package: import it into the catalog and boot
-//! it under QEMU (TCG) from a root filesystem, once from NVMe on q35 and
-//! once from a virtio-mmio disk on the microvm machine through the
-//! generated initrd.
+//! it under QEMU (TCG) from a root filesystem written by ext4-writer, once
+//! from NVMe on q35 and once from a virtio-mmio disk on the microvm machine
+//! through the generated initrd.
 //!
 //! Needs tests/fixtures/fetch-kernel.sh to have run, qemu-system-x86_64,
 //! and the static banger-guest, which the tests build.
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use banger::kernel::boot::BootSpec;
 use banger::kernel::modinfo::ModuleIndex;
 use banger::kernel::{Catalog, ImportSource, KernelEntry, RootDisk};
+use ext4_writer::{FileData, Metadata, NodeKind, Options, Timestamp, Tree};
 
 /// The line banger-guest prints on the root filesystem before powering off.
 const READY_MARKER: &str = "BANGER-GUEST-READY";
@@ -118,22 +119,28 @@ fn debian_virtio_mmio_load_order() {
     assert!(index.is_builtin("ext4"));
 }
 
-/// Writes a root filesystem whose /init is the static banger-guest.
+/// Writes a root filesystem with ext4-writer whose /init is the static
+/// banger-guest, and the mount points it uses.
 fn write_root_fs(dir: &Path) -> PathBuf {
-    let tree = dir.join("root-tree");
-    for sub in ["dev", "proc", "sys"] {
-        std::fs::create_dir_all(tree.join(sub)).unwrap();
+    let metadata = |permissions| Metadata::new(permissions, 0, 0, Timestamp::new(0, 0));
+    let mut tree = Tree::new(metadata(0o755));
+    let root = tree.root();
+    for name in [&b"dev"[..], b"proc", b"sys"] {
+        tree.add(root, name, NodeKind::directory(), metadata(0o755))
+            .unwrap();
     }
-    std::fs::copy(kernel_support::guest_init(), tree.join("init")).unwrap();
+    let init = std::fs::read(kernel_support::guest_init()).unwrap();
+    tree.add(
+        root,
+        b"init",
+        NodeKind::Regular(FileData::from_bytes(init)),
+        metadata(0o755),
+    )
+    .unwrap();
+
     let image = dir.join("root.ext4");
-    let status = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&image)
-        .arg("32M")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let file = std::fs::File::create(&image).unwrap();
+    ext4_writer::write_file(&tree, &Options::default(), &file).unwrap();
     image
 }
 
