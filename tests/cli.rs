@@ -18,6 +18,10 @@ fn banger(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let empty = home.join("empty.toml");
     fs::write(&empty, "").unwrap();
     command.env("BANGER_CONFIG", &empty);
+    // Root's default directories are system paths; tests keep to `home`.
+    command.env("BANGER_CACHE_DIR", home.join("cache"));
+    command.env("BANGER_DATA_DIR", home.join("data"));
+    command.env("BANGER_RUNTIME_DIR", home.join("run"));
     for (key, value) in env {
         command.env(key, value);
     }
@@ -105,16 +109,7 @@ fn help_lists_command_tree() {
 fn unimplemented_commands_exit_7() {
     let home = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["image", "pull", "debian:bookworm"], "image pull"),
         (&["image", "import", "-"], "image import"),
-        (&["image", "ls"], "image ls"),
-        (&["image", "inspect", "debian"], "image inspect"),
-        (&["image", "rm", "debian"], "image rm"),
-        (&["image", "prune"], "image prune"),
-        (
-            &["image", "export", "debian", "-o", "/nonexistent/x.ext4"],
-            "image export",
-        ),
         (&["kernel", "pull", "127.0.0.1:1/k:1"], "kernel pull"),
         (&["kernel", "push", "k", "127.0.0.1:1/k:1"], "kernel push"),
         (
@@ -307,7 +302,7 @@ fn unknown_shell_exits_2() {
 fn verbose_logs_to_stderr() {
     let home = tempfile::tempdir().unwrap();
     let output = banger(home.path(), &["-vv", "image", "ls"], &[]);
-    assert_eq!(output.status.code(), Some(7));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("loaded configuration"),
         "{}",

@@ -367,3 +367,101 @@ fn reader_stops_at_end_marker() {
     assert!(reader.next_entry(&mut spool).unwrap().is_none());
     assert_eq!(reader.position(), 1536);
 }
+
+/// A reader that returns at most `step` bytes per call, as pipes and
+/// decompressors may.
+struct ShortReads<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl std::io::Read for ShortReads<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.step).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn reader_handles_short_reads() {
+    let mut builder = Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("SCHILY.xattr.user.k", &b"v"[..])])
+        .unwrap();
+    append_file(&mut builder, "a", 0o644, &[5u8; 9000]);
+    let long_path = format!("{}b", "long/".repeat(40));
+    append_file(&mut builder, &long_path, 0o644, b"b");
+    let archive = builder.into_inner().unwrap();
+    for step in [1, 7, 511, 513] {
+        let reader = ShortReads {
+            data: &archive,
+            step,
+        };
+        let tree = tree_from_tar(reader, root_metadata(), &mut Spool::new().unwrap()).unwrap();
+        assert_eq!(regular_content(&tree, "a"), vec![5u8; 9000], "step {step}");
+        let a = tree.node(lookup(&tree, "a").unwrap());
+        assert_eq!(a.metadata.xattrs.len(), 1, "step {step}");
+        assert_eq!(regular_content(&tree, &long_path), b"b", "step {step}");
+    }
+}
+
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// A file to archive: mode, owner and contents.
+    #[derive(Clone, Debug)]
+    struct FileSpec {
+        mode: u32,
+        uid: u64,
+        content: Vec<u8>,
+    }
+
+    fn file_spec() -> impl Strategy<Value = FileSpec> {
+        (
+            0u32..0o7777,
+            prop_oneof![Just(0u64), Just(1000), 0u64..2_097_151],
+            prop::collection::vec(any::<u8>(), 0..3000),
+        )
+            .prop_map(|(mode, uid, content)| FileSpec { mode, uid, content })
+    }
+
+    /// Paths of one to three components from a small alphabet, so that
+    /// files share directories.
+    fn path() -> impl Strategy<Value = String> {
+        prop::collection::vec("[a-c]{1,2}", 1..4).prop_map(|parts| parts.join("/"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn tree_matches_archived_files(files in prop::collection::btree_map(path(), file_spec(), 1..20)) {
+            // A path that is also another file's parent directory cannot
+            // hold a file; keep the deepest paths only.
+            let files: BTreeMap<String, FileSpec> = files
+                .iter()
+                .filter(|(path, _)| !files.keys().any(|other| other.starts_with(&format!("{path}/"))))
+                .map(|(path, spec)| (path.clone(), spec.clone()))
+                .collect();
+            let mut builder = Builder::new(Vec::new());
+            for (path, spec) in &files {
+                let mut h = header(EntryType::Regular, spec.mode, spec.content.len() as u64);
+                h.set_uid(spec.uid);
+                builder.append_data(&mut h, path, spec.content.as_slice()).unwrap();
+            }
+            let archive = builder.into_inner().unwrap();
+            let tree = tree_from_tar(archive.as_slice(), root_metadata(), &mut Spool::new().unwrap()).unwrap();
+
+            for (path, spec) in &files {
+                let node = tree.node(lookup(&tree, path).unwrap());
+                prop_assert_eq!(u32::from(node.metadata.permissions), spec.mode);
+                prop_assert_eq!(u64::from(node.metadata.uid), spec.uid);
+                prop_assert_eq!(regular_content(&tree, path), spec.content.clone());
+            }
+        }
+    }
+}

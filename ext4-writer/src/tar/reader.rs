@@ -21,6 +21,10 @@ const BLOCK: u64 = 512;
 const MAX_EXTENSION_BYTES: u64 = 16 << 20;
 
 /// What an archive member is, with its type-specific data.
+///
+/// NOTE: tar has no type for sockets (GNU tar skips them when archiving),
+/// so no entry is ever a socket; unknown types are read as regular files,
+/// as POSIX specifies.
 #[derive(Clone, Debug)]
 pub enum EntryKind {
     Regular(FileData),
