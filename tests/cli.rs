@@ -110,8 +110,6 @@ fn unimplemented_commands_exit_7() {
     let home = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], &str)] = &[
         (&["image", "import", "-"], "image import"),
-        (&["kernel", "pull", "127.0.0.1:1/k:1"], "kernel pull"),
-        (&["kernel", "push", "k", "127.0.0.1:1/k:1"], "kernel push"),
         (
             &["vm", "run", "debian", "--", "cat", "/etc/os-release"],
             "vm run",

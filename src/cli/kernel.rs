@@ -6,9 +6,13 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::{not_implemented, Context, Failure};
+use super::{Context, Failure};
 use crate::error::ExitCode;
-use crate::kernel::{Catalog, ImportSource, KernelInfo, NoVms};
+use crate::image::auth::default_docker_config;
+use crate::image::blob_cache::BlobCache;
+use crate::image::reference::ImageReference;
+use crate::kernel::registry::{self, RegistryOptions};
+use crate::kernel::{self, Catalog, ImportSource, KernelInfo, NoVms};
 use crate::store::config::parse_registry;
 
 /// The `banger kernel` subcommands.
@@ -93,7 +97,7 @@ pub struct PullArgs {
     #[arg(value_name = "REF")]
     pub reference: String,
 
-    /// Catalog name [default: the name recorded in the bundle].
+    /// Catalog name [default: the kernel version recorded in the bundle].
     #[arg(long)]
     pub name: Option<String>,
 
@@ -124,8 +128,8 @@ pub fn run(command: KernelCommand, context: &Context) -> Result<(), Failure> {
     let catalog = Catalog::from_paths(&context.config.paths);
     match command {
         KernelCommand::Import(args) => run_import(&catalog, &args),
-        KernelCommand::Pull(_) => not_implemented("kernel pull"),
-        KernelCommand::Push(_) => not_implemented("kernel push"),
+        KernelCommand::Pull(args) => run_pull(&catalog, &args, context),
+        KernelCommand::Push(args) => run_push(&catalog, &args, context),
         KernelCommand::Ls => run_ls(&catalog, context),
         KernelCommand::Inspect { name } => run_inspect(&catalog, &name),
         KernelCommand::Rm { names, force } => run_rm(&catalog, &names, force),
@@ -164,6 +168,63 @@ fn run_import(catalog: &Catalog, args: &ImportArgs) -> Result<(), Failure> {
         entry.manifest.version,
         entry.dir.display()
     );
+    Ok(())
+}
+
+fn registry_options(extra_insecure: &[String], context: &Context) -> RegistryOptions {
+    let mut insecure_registries = context.config.insecure_registries.clone();
+    insecure_registries.extend(extra_insecure.iter().cloned());
+    RegistryOptions {
+        insecure_registries,
+        docker_config: default_docker_config(),
+    }
+}
+
+fn parse_reference(input: &str) -> Result<ImageReference, Failure> {
+    ImageReference::parse(input).map_err(|error| Failure::new(ExitCode::Usage, error.to_string()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            Failure::new(
+                ExitCode::General,
+                format!("failed to start the async runtime: {error}"),
+            )
+        })
+}
+
+fn run_pull(catalog: &Catalog, args: &PullArgs, context: &Context) -> Result<(), Failure> {
+    let reference = parse_reference(&args.reference)?;
+    let options = registry_options(&args.insecure_registries, context);
+    let cache =
+        BlobCache::open(context.config.paths.cache.join("oci")).map_err(kernel::Error::from)?;
+
+    let entry = runtime()?.block_on(registry::pull(
+        catalog,
+        &reference,
+        args.name.as_deref(),
+        &cache,
+        &options,
+    ))?;
+    println!(
+        "{} {} {}",
+        entry.name,
+        entry.manifest.version,
+        entry.dir.display()
+    );
+    Ok(())
+}
+
+fn run_push(catalog: &Catalog, args: &PushArgs, context: &Context) -> Result<(), Failure> {
+    let reference = parse_reference(&args.reference)?;
+    let options = registry_options(&args.insecure_registries, context);
+
+    let manifest_url =
+        runtime()?.block_on(registry::push(catalog, &args.name, &reference, &options))?;
+    println!("{reference} {manifest_url}");
     Ok(())
 }
 

@@ -108,6 +108,22 @@ pub enum Error {
     #[error("guest init `banger-guest` not found (looked in {}); build it with `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build -p banger-guest --target x86_64-unknown-linux-gnu` and set BANGER_GUEST_INIT to its path", searched.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", "))]
     GuestInitNotFound { searched: Vec<PathBuf> },
 
+    /// A registry request failed.
+    #[error("failed to {action} `{reference}`: {reason}")]
+    Registry {
+        reference: String,
+        action: &'static str,
+        reason: String,
+    },
+
+    /// The registry manifest is not a banger kernel bundle.
+    #[error("`{reference}` is not a banger kernel bundle: {reason}; push kernels with `banger kernel push`")]
+    NotAKernelArtifact { reference: String, reason: String },
+
+    /// The blob cache failed or a downloaded blob did not match its digest.
+    #[error(transparent)]
+    Cache(#[from] crate::image::blob_cache::CacheError),
+
     /// The guest init binary cannot run as the first process of an initrd.
     #[error("guest init `{path}` is not a static x86-64 ELF executable: {reason}; build it with `RUSTFLAGS=\"-C target-feature=+crt-static\"`")]
     InvalidGuestInit { path: PathBuf, reason: String },
@@ -137,6 +153,7 @@ impl Classify for Error {
             Error::Exists { .. } | Error::InUse { .. } => ExitCode::Conflict,
             Error::InvalidName { .. } | Error::NoDefault { .. } => ExitCode::Usage,
             Error::Io { .. } => ExitCode::HostResource,
+            Error::Registry { .. } | Error::NotAKernelArtifact { .. } => ExitCode::Remote,
             _ => ExitCode::General,
         }
     }

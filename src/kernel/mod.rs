@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod initrd;
 pub mod modinfo;
+pub mod registry;
 pub mod version;
 
 pub use boot::{BootSpec, RootDisk};
