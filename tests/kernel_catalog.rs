@@ -601,3 +601,52 @@ fn set_default_unknown_rejected() {
     let error = fixture.catalog.set_default("missing").unwrap_err();
     assert!(matches!(error, Error::NotFound { .. }), "{error}");
 }
+
+#[test]
+fn bundle_with_inner_links_imports() {
+    let fixture = Fixture::new();
+    let (manifest_bytes, kernel) = bundle_head(&fixture);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let module = format!("lib/modules/{VERSION}/kernel/a.ko");
+    let hard_link = format!("lib/modules/{VERSION}/kernel/b.ko");
+    let symlink = format!("lib/modules/{VERSION}/kernel/c.ko");
+
+    // The digest lists a hard link as a second regular file.
+    let staged = fixture.path("staged");
+    fs::create_dir_all(staged.join(format!("lib/modules/{VERSION}/kernel"))).unwrap();
+    fs::write(staged.join("vmlinuz"), &kernel).unwrap();
+    fs::write(staged.join(&module), b"ko").unwrap();
+    fs::write(staged.join(&hard_link), b"ko").unwrap();
+    std::os::unix::fs::symlink("../kernel/a.ko", staged.join(&symlink)).unwrap();
+    manifest["has_modules"] = true.into();
+    manifest["content_sha256"] = banger::kernel::bundle::content_digest(&staged)
+        .unwrap()
+        .into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let tarball = fixture.path("inner-links.tar");
+    fs::write(
+        &tarball,
+        raw_tar(&[
+            RawEntry::File("bundle.json", &manifest_bytes),
+            RawEntry::File("vmlinuz", &kernel),
+            RawEntry::File(&module, b"ko"),
+            RawEntry::HardLink(&hard_link, &module),
+            RawEntry::Symlink(&symlink, "../kernel/a.ko"),
+        ]),
+    )
+    .unwrap();
+
+    let entry = fixture
+        .catalog
+        .import(&ImportSource::Bundle(tarball), None)
+        .unwrap();
+
+    use std::os::unix::fs::MetadataExt;
+    let original = fs::metadata(entry.dir.join(&module)).unwrap();
+    let linked = fs::metadata(entry.dir.join(&hard_link)).unwrap();
+    assert_eq!(original.ino(), linked.ino());
+    assert_eq!(
+        fs::read_link(entry.dir.join(&symlink)).unwrap(),
+        PathBuf::from("../kernel/a.ko")
+    );
+}

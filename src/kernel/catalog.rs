@@ -289,8 +289,8 @@ impl Catalog {
 
     /// Removes the kernel `name`, unless a VM uses it and `force` is off.
     pub fn remove(&self, name: &str, force: bool, users: &dyn KernelUsers) -> Result<()> {
-        let entry_dir = self.root.join(name);
         validate_name(name)?;
+        let entry_dir = self.root.join(name);
         if !entry_dir.is_dir() {
             return Err(Error::NotFound {
                 name: name.to_string(),

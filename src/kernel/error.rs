@@ -93,7 +93,7 @@ pub enum Error {
     InUse { name: String, users: Vec<String> },
 
     /// The catalog entry's manifest is unreadable.
-    #[error("invalid manifest `{path}`: {reason}; remove the kernel with `banger kernel rm --force` and import it again")]
+    #[error("invalid manifest `{path}`: {reason}; remove the kernel with `banger kernel rm NAME` and import it again")]
     InvalidManifest { path: PathBuf, reason: String },
 
     /// A kernel module needed to reach the root disk is neither built in nor shipped.
