@@ -14,9 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use banger::kernel::boot::BootSpec;
+use banger::kernel::boot::{check_static_executable, locate_guest_init, BootSpec};
 use banger::kernel::modinfo::ModuleIndex;
-use banger::kernel::{Catalog, ImportSource, KernelEntry, RootDisk};
+use banger::kernel::{Catalog, Error, ImportSource, KernelEntry, RootDisk};
 use ext4_writer::{FileData, Metadata, NodeKind, Options, Timestamp, Tree};
 
 /// The line banger-guest prints on the root filesystem before powering off.
@@ -334,4 +334,24 @@ fn debian_kernel_boots_microvm_virtio_mmio() {
     assert!(line.contains("root=/dev/vda (ext4)"), "{line}");
     assert!(line.contains("virtio_blk"), "{line}");
     assert!(line.contains("virtio_mmio"), "{line}");
+}
+
+#[test]
+fn guest_init_must_be_static() {
+    let guest = kernel_support::guest_init();
+    assert!(check_static_executable(&guest).is_ok());
+
+    // /bin/true from Debian's coreutils is dynamically linked.
+    let error = check_static_executable(Path::new("/bin/true")).unwrap_err();
+    assert!(matches!(error, Error::InvalidGuestInit { .. }), "{error}");
+    assert!(error.to_string().contains("dynamically linked"), "{error}");
+
+    let missing = Path::new("/nonexistent/banger-guest");
+    let error = locate_guest_init(Some(missing)).unwrap_err();
+    assert!(matches!(error, Error::GuestInitNotFound { .. }), "{error}");
+    assert!(
+        error.to_string().contains("/nonexistent/banger-guest"),
+        "{error}"
+    );
+    assert_eq!(locate_guest_init(Some(&guest)).unwrap(), guest);
 }

@@ -650,3 +650,21 @@ fn bundle_with_inner_links_imports() {
         PathBuf::from("../kernel/a.ko")
     );
 }
+
+#[test]
+fn import_modules_dir_through_symlink() {
+    let fixture = Fixture::new();
+    let root = fixture.modules(VERSION);
+    let link = fixture.path("modules-link");
+    std::os::unix::fs::symlink(root.join("lib/modules").join(VERSION), &link).unwrap();
+    let source = ImportSource::Image {
+        kernel: fixture.kernel(VERSION),
+        modules: Some(link),
+        initrd: None,
+    };
+
+    let entry = fixture.catalog.import(&source, None).unwrap();
+
+    assert!(entry.modules_path().unwrap().is_dir());
+    assert!(!entry.modules_path().unwrap().is_symlink());
+}

@@ -476,7 +476,9 @@ fn stage_modules(staging: &Path, modules: &Path) -> Result<()> {
     let meta = fs::metadata(modules).map_err(Error::io("read", modules))?;
 
     if meta.is_dir() {
-        let tree = modules_root(modules)?;
+        // The copy keeps symlinks, so resolve one given on the command line first.
+        let resolved = fs::canonicalize(modules).map_err(Error::io("resolve", modules))?;
+        let tree = modules_root(&resolved)?;
         return match tree {
             ModulesRoot::Parent(dir) => extract::copy_tree(&dir, &writer, Path::new(MODULES_DIR)),
             ModulesRoot::Version(dir, version) => {
