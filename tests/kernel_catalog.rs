@@ -668,3 +668,61 @@ fn import_modules_dir_through_symlink() {
     assert!(entry.modules_path().unwrap().is_dir());
     assert!(!entry.modules_path().unwrap().is_symlink());
 }
+
+#[test]
+fn import_bundle_directory() {
+    let fixture = Fixture::new();
+    let entry = fixture.import_image(VERSION, true);
+
+    // A catalog entry is itself a bundle directory.
+    let other = Catalog::new(fixture.path("other-kernels"));
+    let source = ImportSource::detect(&entry.dir).unwrap();
+    assert!(matches!(source, ImportSource::BundleDir(_)), "{source:?}");
+    let copied = other.import(&source, Some("copy")).unwrap();
+
+    assert_eq!(copied.manifest, entry.manifest);
+    assert!(copied.modules_path().unwrap().join("build").is_symlink());
+}
+
+#[test]
+fn import_bundle_directory_extra_file_rejected() {
+    let fixture = Fixture::new();
+    let entry = fixture.import_image(VERSION, false);
+    let copy = fixture.path("bundle-copy");
+    fs::create_dir(&copy).unwrap();
+    for name in ["bundle.json", "vmlinuz"] {
+        fs::copy(entry.dir.join(name), copy.join(name)).unwrap();
+    }
+    fs::write(copy.join("notes.txt"), b"extra").unwrap();
+    let other = Catalog::new(fixture.path("other-kernels"));
+
+    let error = other
+        .import(&ImportSource::detect(&copy).unwrap(), None)
+        .unwrap_err();
+
+    assert!(matches!(error, Error::InvalidBundle { .. }), "{error}");
+    assert!(error.to_string().contains("notes.txt"), "{error}");
+    assert_eq!(dir_names(other.root()), Vec::<String>::new());
+}
+
+#[test]
+fn import_root_directory() {
+    let fixture = Fixture::new();
+    let root = fixture.modules(VERSION);
+    fs::create_dir_all(root.join("boot")).unwrap();
+    fs::write(
+        root.join(format!("boot/vmlinuz-{VERSION}")),
+        synthetic_bzimage(VERSION),
+    )
+    .unwrap();
+
+    let source = ImportSource::detect(&root).unwrap();
+    let entry = fixture.catalog.import(&source, None).unwrap();
+
+    assert_eq!(entry.manifest.version, VERSION);
+    assert!(entry
+        .modules_path()
+        .unwrap()
+        .join("kernel/drivers/block/virtio_blk.ko")
+        .is_file());
+}

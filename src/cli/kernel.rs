@@ -19,7 +19,8 @@ use crate::store::config::parse_registry;
 #[derive(Debug, Subcommand)]
 pub enum KernelCommand {
     /// Import a kernel image (bzImage or ELF vmlinux), a Debian or Ubuntu
-    /// kernel package (.deb) or a bundle tarball from `banger kernel export`.
+    /// kernel package (.deb), a bundle tarball from `banger kernel export`,
+    /// or a directory (a bundle, or a root with boot/vmlinuz-* and lib/modules).
     Import(ImportArgs),
 
     /// Pull a kernel bundle stored as an OCI artifact in a registry.
@@ -72,8 +73,8 @@ pub enum KernelCommand {
 /// Options of `banger kernel import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// Kernel image, .deb package or bundle tarball.
-    #[arg(value_name = "FILE")]
+    /// Kernel image, .deb package, bundle tarball or directory.
+    #[arg(value_name = "FILE|DIR")]
     pub source: PathBuf,
 
     /// Modules tree for a bare kernel image: a directory, tar or .deb holding

@@ -283,7 +283,7 @@ pub fn stage_tarball(path: &Path, staging_dir: &Path) -> Result<Manifest> {
                 archive: path.to_path_buf(),
                 entry: rel.display().to_string(),
                 reason: format!(
-                    "a kernel bundle holds only {MANIFEST}, {KERNEL}, {INITRD} and {MODULES_DIR}/"
+                    "a kernel bundle contains only {MANIFEST}, {KERNEL}, {INITRD} and {MODULES_DIR}/"
                 ),
             }),
         }

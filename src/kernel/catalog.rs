@@ -38,12 +38,21 @@ pub enum ImportSource {
     Package(PathBuf),
     /// A bundle tarball as `kernel export` writes it.
     Bundle(PathBuf),
+    /// A bundle directory: an unpacked `kernel export` tarball or a catalog entry.
+    BundleDir(PathBuf),
 }
 
 impl ImportSource {
-    /// Picks the source kind of `path` from its first bytes: an ar archive is
-    /// a package, a kernel image is an image, anything else a bundle tarball.
+    /// Picks the source kind of `path`. A directory is a bundle directory
+    /// when it has `bundle.json`, or else a root with one `boot/vmlinuz-*`
+    /// and optionally `lib/modules` or `usr/lib/modules`. For a file, the
+    /// first bytes decide: an ar archive is a package, a kernel image is an
+    /// image, and a tar or compressed file is a bundle tarball.
     pub fn detect(path: &Path) -> Result<ImportSource> {
+        if path.is_dir() {
+            return detect_directory(path);
+        }
+
         let mut head = Vec::with_capacity(0x400);
         File::open(path)
             .and_then(|file| file.take(0x400).read_to_end(&mut head))
@@ -74,7 +83,9 @@ impl ImportSource {
     fn path(&self) -> &Path {
         match self {
             ImportSource::Image { kernel, .. } => kernel,
-            ImportSource::Package(path) | ImportSource::Bundle(path) => path,
+            ImportSource::Package(path)
+            | ImportSource::Bundle(path)
+            | ImportSource::BundleDir(path) => path,
         }
     }
 }
@@ -189,7 +200,14 @@ impl Catalog {
                 initrd,
             } => stage_image(staging, kernel, modules.as_deref(), initrd.as_deref())?,
             ImportSource::Package(path) => stage_package(staging, path)?,
-            ImportSource::Bundle(path) => stage_bundle(staging, path)?,
+            ImportSource::Bundle(path) => {
+                let recorded = bundle::stage_tarball(path, staging)?;
+                check_bundle(staging, path, recorded)?
+            }
+            ImportSource::BundleDir(path) => {
+                let recorded = stage_bundle_dir(staging, path)?;
+                check_bundle(staging, path, recorded)?
+            }
         };
         let name = match name {
             Some(name) => name.to_string(),
@@ -419,8 +437,79 @@ fn stage_package(staging: &Path, path: &Path) -> Result<Manifest> {
     finish_manifest(staging, &deb::source_name(path), Some(path))
 }
 
-fn stage_bundle(staging: &Path, path: &Path) -> Result<Manifest> {
-    let recorded = bundle::stage_tarball(path, staging)?;
+/// Detects the kind of directory given to `kernel import`.
+fn detect_directory(path: &Path) -> Result<ImportSource> {
+    if path.join(bundle::MANIFEST).is_file() {
+        return Ok(ImportSource::BundleDir(path.to_path_buf()));
+    }
+
+    let mut kernels = Vec::new();
+    if let Ok(children) = fs::read_dir(path.join("boot")) {
+        for child in children.flatten() {
+            let name = child.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("vmlinuz-") || name.starts_with("vmlinux-") {
+                kernels.push(child.path());
+            }
+        }
+    }
+    let kernel = match kernels.as_slice() {
+        [kernel] => kernel.clone(),
+        [] => {
+            return Err(Error::UnknownSource {
+                path: path.to_path_buf(),
+            })
+        }
+        several => {
+            let names: Vec<String> = several.iter().map(|k| k.display().to_string()).collect();
+            return Err(Error::InvalidModules {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "its boot/ contains several kernels ({}); import one of them with --modules",
+                    names.join(", ")
+                ),
+            });
+        }
+    };
+    let has_modules = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .any(|dir| path.join(dir).is_dir());
+    Ok(ImportSource::Image {
+        kernel,
+        modules: has_modules.then(|| path.to_path_buf()),
+        initrd: None,
+    })
+}
+
+/// Copies a bundle directory into the staging directory and returns its manifest.
+fn stage_bundle_dir(staging: &Path, path: &Path) -> Result<Manifest> {
+    let writer = Staging::new(staging, path);
+    let children = fs::read_dir(path).map_err(Error::io("read directory", path))?;
+    for child in children {
+        let child = child.map_err(Error::io("read directory", path))?;
+        let name = child.file_name();
+        let allowed = [bundle::MANIFEST, KERNEL, INITRD, "lib"];
+        if !allowed.iter().any(|a| name.as_os_str() == *a) {
+            return Err(Error::InvalidBundle {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "unexpected `{}`; a kernel bundle contains only {}, {KERNEL}, {INITRD} and {MODULES_DIR}/",
+                    name.to_string_lossy(),
+                    bundle::MANIFEST
+                ),
+            });
+        }
+        extract::copy_tree(&child.path(), &writer, Path::new(&name))?;
+    }
+    Manifest::read(staging).map_err(|error| Error::InvalidBundle {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    })
+}
+
+/// Checks a staged bundle against the manifest it carried, `recorded`, and
+/// returns the manifest to publish.
+fn check_bundle(staging: &Path, path: &Path, recorded: Manifest) -> Result<Manifest> {
     let invalid = |reason: String| Error::InvalidBundle {
         path: path.to_path_buf(),
         reason,

@@ -312,7 +312,7 @@ pub fn extract_tar<R: Read>(
             return Err(staging.reject(
                 &raw_path,
                 format!(
-                    "entry type {:?} is not allowed; a kernel bundle holds only files, directories and links",
+                    "entry type {:?} is not allowed; a kernel bundle contains only files, directories and links",
                     kind
                 ),
             ));
@@ -352,7 +352,7 @@ pub fn copy_tree(source: &Path, staging: &Staging<'_>, dest: &Path) -> Result<()
     } else {
         Err(staging.reject(
             dest,
-            "not a regular file, directory or symlink; a kernel bundle holds only those",
+            "not a regular file, directory or symlink; a kernel bundle contains only those",
         ))
     }
 }
