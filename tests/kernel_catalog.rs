@@ -726,3 +726,27 @@ fn import_root_directory() {
         .join("kernel/drivers/block/virtio_blk.ko")
         .is_file());
 }
+
+#[test]
+fn import_removes_stale_work_dirs() {
+    let fixture = Fixture::new();
+    fs::create_dir_all(fixture.catalog.root()).unwrap();
+    let stale = fixture.catalog.root().join(".import-stale");
+    let fresh = fixture.catalog.root().join(".import-fresh");
+    fs::create_dir_all(stale.join("lib")).unwrap();
+    fs::create_dir_all(&fresh).unwrap();
+    let two_days_ago =
+        std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 60 * 60);
+    fs::File::open(&stale)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+
+    fixture.import_image(VERSION, false);
+
+    assert!(!stale.exists(), "a two-day-old import directory was kept");
+    assert!(
+        fresh.exists(),
+        "a fresh import directory, maybe in use, was removed"
+    );
+}

@@ -23,6 +23,11 @@ use crate::store::paths::Paths;
 const DEFAULT_FILE: &str = ".default";
 /// Maximum length of a kernel name, in bytes.
 const MAX_NAME_LEN: usize = 128;
+/// Prefixes of the hidden directories that imports and removals work in.
+const WORK_DIR_PREFIXES: [&str; 2] = [".import-", ".remove-"];
+/// Age after which a work directory counts as left behind by a killed
+/// process. No import takes that long, so a live one is never removed.
+const STALE_WORK_DIR_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 /// The source of a `kernel import`.
 #[derive(Clone, Debug)]
@@ -186,8 +191,9 @@ impl Catalog {
             validate_name(name)?;
         }
         fs::create_dir_all(&self.root).map_err(Error::io("create directory", &self.root))?;
+        self.remove_stale_work_dirs();
         let staging_dir = tempfile::Builder::new()
-            .prefix(".import-")
+            .prefix(WORK_DIR_PREFIXES[0])
             .tempdir_in(&self.root)
             .map_err(Error::io("create staging directory in", &self.root))?;
         let staging = staging_dir.path();
@@ -238,6 +244,38 @@ impl Catalog {
             dir: dest,
             manifest,
         })
+    }
+
+    /// Removes import and removal directories that a killed process left
+    /// behind. Failures are logged and otherwise ignored, because they do not
+    /// affect the import that triggered the cleanup.
+    fn remove_stale_work_dirs(&self) {
+        let Ok(children) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for child in children.flatten() {
+            let name = child.file_name();
+            let is_work_dir = WORK_DIR_PREFIXES
+                .iter()
+                .any(|prefix| name.to_string_lossy().starts_with(prefix));
+            let age = child
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok());
+            if !is_work_dir || age.is_none_or(|age| age < STALE_WORK_DIR_AGE) {
+                continue;
+            }
+            let path = child.path();
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed stale kernel work directory")
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "failed to remove stale kernel work directory")
+                }
+            }
+        }
     }
 
     /// Lists the kernels, sorted by name.
@@ -325,7 +363,7 @@ impl Catalog {
         // Rename first, so that the entry disappears at once even if the
         // deletion is interrupted.
         let trash = tempfile::Builder::new()
-            .prefix(".remove-")
+            .prefix(WORK_DIR_PREFIXES[1])
             .tempdir_in(&self.root)
             .map_err(Error::io("create directory in", &self.root))?;
         let target = trash.path().join(name);
