@@ -15,8 +15,9 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 
-use super::catalog::{Catalog, ImportSource, KernelEntry};
+use super::catalog::{Catalog, KernelEntry};
 use super::error::{Error, Result};
+use super::import::ImportSource;
 use crate::image::blob_cache::{BlobCache, BlobSlot};
 use crate::image::model::Digest;
 use crate::image::reference::ImageReference;
