@@ -133,8 +133,8 @@ impl BootSpec {
 }
 
 /// Finds the static guest init binary: `configured` when given, else
-/// `$BANGER_GUEST_INIT`, else `banger-guest` next to the running executable,
-/// else in [`GUEST_INIT_DIRS`].
+/// `$BANGER_GUEST_INIT`, else the first static `banger-guest` next to the
+/// running executable or in [`GUEST_INIT_DIRS`].
 ///
 /// # Errors
 /// [`Error::GuestInitNotFound`] listing every place searched.
@@ -163,9 +163,11 @@ pub fn locate_guest_init(configured: Option<&Path>) -> Result<PathBuf> {
             .iter()
             .map(|dir| Path::new(dir).join(GUEST_INIT_NAME)),
     );
+    // A plain `cargo build` puts a dynamically linked banger-guest next to
+    // banger, so a candidate counts only when it is static.
     searched
         .iter()
-        .find_map(|path| existing_file(path))
+        .find_map(|path| existing_file(path).filter(|p| check_static_executable(p).is_ok()))
         .ok_or(Error::GuestInitNotFound { searched })
 }
 

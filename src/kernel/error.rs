@@ -105,7 +105,7 @@ pub enum Error {
     InvalidModule { path: PathBuf, reason: String },
 
     /// The static guest init binary was not found.
-    #[error("guest init `banger-guest` not found (looked in {}); build it with `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build -p banger-guest --target x86_64-unknown-linux-gnu` and set BANGER_GUEST_INIT to its path", searched.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", "))]
+    #[error("static guest init `banger-guest` not found (looked in {}); build it with `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build -p banger-guest --target x86_64-unknown-linux-gnu` and set BANGER_GUEST_INIT to its path", searched.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", "))]
     GuestInitNotFound { searched: Vec<PathBuf> },
 
     /// A registry request failed.
