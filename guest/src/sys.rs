@@ -106,7 +106,7 @@ pub fn load_module(path: &Path) -> io::Result<bool> {
 
 /// Flushes file systems and powers the machine off. Returns only on failure.
 pub fn power_off() -> io::Error {
-    // SAFETY: sync(2) takes no arguments, and its man page says it always succeeds.
+    // SAFETY: sync(2) takes no arguments and, per its man page, always succeeds.
     unsafe { libc::sync() };
     // SAFETY: reboot(2) with a command constant takes no pointers; it stops
     // the machine or fails with an errno.

@@ -73,9 +73,9 @@ pub struct KernelInfo {
     pub content_sha256: String,
 }
 
-/// Lists the VMs that use a kernel, so that `kernel rm` can refuse to remove it.
+/// Lists the VMs that use a kernel, so that `kernel rm` can reject removing it.
 ///
-/// NOTE: the VM store implements this once VMs exist; until then callers
+/// NOTE: the VM store implements this once VMs exist. Until then callers
 /// pass [`NoVms`].
 pub trait KernelUsers {
     /// Returns the names of the VMs that boot the kernel `name`.

@@ -1,5 +1,6 @@
-//! Reading each kind of `kernel import` source into a staging directory,
-//! and the checks that every staged bundle passes before it is published.
+//! Import sources: how `kernel import` reads each kind of source into a
+//! staging directory, and the checks a staged bundle passes before it is
+//! published.
 
 use std::fs::{self, File};
 use std::io::Read;
