@@ -1,6 +1,22 @@
 //! Writes ext4 filesystem images from a tree of nodes, with the owners,
 //! modes, times and xattrs the caller gives, and without mkfs, debugfs, a
 //! mount or root.
+//!
+//! ```no_run
+//! use ext4_writer::{FileData, Metadata, NodeKind, Options, Timestamp, Tree};
+//!
+//! let time = Timestamp::new(1_700_000_000, 0);
+//! let mut tree = Tree::new(Metadata::new(0o755, 0, 0, time));
+//! let root = tree.root();
+//! let etc = tree.add(root, b"etc", NodeKind::directory(), Metadata::new(0o755, 0, 0, time))?;
+//! let hostname = FileData::from_bytes(b"vm\n".to_vec());
+//! tree.add(etc, b"hostname", NodeKind::Regular(hostname), Metadata::new(0o644, 0, 0, time))?;
+//!
+//! let file = std::fs::File::create("rootfs.ext4").expect("create the image file");
+//! let report = ext4_writer::write_file(&tree, &Options::default(), &file)?;
+//! println!("{} bytes, {} free blocks", report.size_bytes, report.free_blocks);
+//! # Ok::<(), ext4_writer::Error>(())
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod error;

@@ -13,7 +13,7 @@ pub enum BlockSize {
 }
 
 impl BlockSize {
-    /// The block size in bytes.
+    /// Returns the block size in bytes.
     pub fn bytes(self) -> u32 {
         match self {
             BlockSize::B1024 => 1024,
@@ -23,7 +23,7 @@ impl BlockSize {
     }
 }
 
-/// How the size of the filesystem is chosen.
+/// Rule that sets the size of the filesystem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Sizing {
     /// Content plus metadata, plus `headroom_percent` of that, and at least
@@ -60,8 +60,11 @@ impl Reproducible {
     /// Uses `seed`, and the time from the `SOURCE_DATE_EPOCH` environment
     /// variable, or 0 when it is unset or not an integer.
     pub fn from_env(seed: u64) -> Self {
-        let timestamp = std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
+        Self::from_epoch_text(seed, std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())
+    }
+
+    fn from_epoch_text(seed: u64, epoch: Option<&str>) -> Self {
+        let timestamp = epoch
             .and_then(|value| value.trim().parse::<i64>().ok())
             .unwrap_or(0);
         Self { seed, timestamp }
@@ -103,8 +106,8 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The UUID and hash seed: given ones first, then ones derived from the
-    /// reproducible seed, then random ones.
+    /// Picks the UUID and hash seed: given ones first, then ones derived
+    /// from the reproducible seed, then random ones.
     pub(crate) fn identity(&self) -> ([u8; 16], [u8; 16]) {
         let (uuid_fallback, hash_fallback) = match self.reproducible {
             Some(reproducible) => (
@@ -122,7 +125,7 @@ impl Options {
         (uuid, self.hash_seed.unwrap_or(hash_fallback))
     }
 
-    /// Superblock time: the reproducible timestamp or now.
+    /// Returns the superblock time: the reproducible timestamp or now.
     pub(crate) fn now(&self) -> i64 {
         match self.reproducible {
             Some(reproducible) => reproducible.timestamp,
@@ -164,4 +167,55 @@ fn random_bytes(purpose: &[u8]) -> [u8; 16] {
         .map_or(0, |elapsed| elapsed.as_nanos());
     hasher.write_u128(nanos);
     derive_bytes(hasher.finish(), purpose)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_date_epoch_parsed() {
+        assert_eq!(
+            Reproducible::from_epoch_text(1, Some("1700000000")).timestamp,
+            1_700_000_000
+        );
+        assert_eq!(
+            Reproducible::from_epoch_text(1, Some(" 42\n")).timestamp,
+            42
+        );
+        assert_eq!(
+            Reproducible::from_epoch_text(1, Some("yesterday")).timestamp,
+            0
+        );
+        assert_eq!(Reproducible::from_epoch_text(1, None).timestamp, 0);
+    }
+
+    #[test]
+    fn identity_from_seed_is_stable() {
+        let options = Options {
+            reproducible: Some(Reproducible {
+                seed: 7,
+                timestamp: 0,
+            }),
+            ..Options::default()
+        };
+        assert_eq!(options.identity(), options.identity());
+        let (uuid, _) = options.identity();
+        assert_eq!(uuid[6] >> 4, 4, "version 4 UUID");
+        assert_eq!(uuid[8] >> 6, 0b10, "RFC 4122 variant");
+    }
+
+    #[test]
+    fn identity_given_values_win() {
+        let options = Options {
+            uuid: Some([1; 16]),
+            hash_seed: Some([2; 16]),
+            reproducible: Some(Reproducible {
+                seed: 7,
+                timestamp: 0,
+            }),
+            ..Options::default()
+        };
+        assert_eq!(options.identity(), ([1; 16], [2; 16]));
+    }
 }

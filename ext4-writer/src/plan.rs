@@ -247,6 +247,10 @@ pub(crate) struct ContentSize {
 }
 
 /// Checks every node and sums the blocks it needs with `block_size`.
+///
+/// NOTE: each distinct xattr block is kept in memory until the image is
+/// written, so a tree where every node has its own large xattr set costs a
+/// block of memory per node.
 pub(crate) fn content_size(
     plan: &Plan,
     tree: &Tree,

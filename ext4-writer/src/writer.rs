@@ -20,7 +20,7 @@ use crate::options::{Options, Sizing};
 use crate::output::Output;
 use crate::plan::{self, ContentSize, Plan, FAST_SYMLINK_MAX};
 use crate::superblock::{self, JournalBackup, SuperblockFields, SUPERBLOCK_OFFSET};
-use crate::tree::{FileData, Metadata, NodeId, NodeKind, Timestamp, Tree};
+use crate::tree::{FileData, Metadata, NodeId, NodeKind, Segment, Timestamp, Tree};
 use crate::xattr;
 
 /// Bytes per inode that mke2fs reserves by default (`inode_ratio`), used
@@ -197,6 +197,16 @@ fn evaluate(
     Ok((geometry, free, journal_blocks))
 }
 
+/// Counts the blocks of a journal of `journal_blocks` blocks with the
+/// extent tree blocks its splits at 32768 blocks and superblock copies may need.
+fn journal_footprint(journal_blocks: u32, block_size: u32) -> u64 {
+    if journal_blocks == 0 {
+        return 0;
+    }
+    let blocks = u64::from(journal_blocks);
+    blocks + extent::tree_blocks(1 + plan::extent_splits(blocks, block_size), block_size)
+}
+
 /// Checks whether the last group of `blocks` blocks is too small to keep,
 /// and returns its first block when it is.
 fn last_group_too_small(block_size: u32, blocks: u64) -> Option<u64> {
@@ -229,7 +239,8 @@ fn choose_geometry(
             for inodes in [inodes, required_inodes] {
                 match evaluate(block_size, blocks, inodes, options.journal) {
                     Ok((geometry, free, journal_blocks)) => {
-                        if free >= content.blocks + u64::from(journal_blocks) {
+                        let needed = content.blocks + journal_footprint(journal_blocks, block_size);
+                        if free >= needed {
                             return Ok((geometry, journal_blocks));
                         }
                     }
@@ -266,7 +277,7 @@ fn choose_geometry(
                         }
                         Err(error) => return Err(error),
                     };
-                let needed = content.blocks + u64::from(journal_blocks);
+                let needed = content.blocks + journal_footprint(journal_blocks, block_size);
                 let used = blocks - free + needed;
                 let headroom = (used * u64::from(headroom_percent))
                     .div_ceil(100)
@@ -665,35 +676,10 @@ impl<W: Write + Seek> Writer<'_, W> {
             while chunk_start < range_end {
                 let chunk_blocks = (CHUNK_BYTES / block_size).min(range_end - chunk_start);
                 let byte_start = chunk_start * block_size;
-                let byte_end = byte_start + chunk_blocks * block_size;
                 buffer.clear();
                 buffer.resize((chunk_blocks * block_size) as usize, 0);
 
-                // Copy every segment part inside the chunk.
-                while first_segment < segments.len()
-                    && segments[first_segment].file_offset + segments[first_segment].len
-                        <= byte_start
-                {
-                    first_segment += 1;
-                }
-                for segment in &segments[first_segment..] {
-                    if segment.file_offset >= byte_end {
-                        break;
-                    }
-                    let start = segment.file_offset.max(byte_start);
-                    let end = (segment.file_offset + segment.len).min(byte_end);
-                    let target =
-                        &mut buffer[(start - byte_start) as usize..(end - byte_start) as usize];
-                    let source_offset = segment.source_offset + (start - segment.file_offset);
-                    segment.source.read_exact_at(target, source_offset).map_err(|source| Error::Io {
-                        context: format!(
-                            "failed to read {} bytes of the content of {:?} at source offset {source_offset}",
-                            end - start,
-                            path()
-                        ),
-                        source,
-                    })?;
-                }
+                fill_chunk(segments, &mut first_segment, byte_start, &mut buffer, &path)?;
 
                 // Runs of blocks to store: every block except holes of zeros.
                 let mut run: Option<(u64, usize)> = None;
@@ -786,8 +772,10 @@ impl<W: Write + Seek> Writer<'_, W> {
                 block_bitmap.set_range(0, (cursor - first).min(count));
             }
             for (gap_first, gap_count) in self.allocator.gaps() {
-                if *gap_first >= first && *gap_first < first + count {
-                    block_bitmap.clear_range(gap_first - first, *gap_count);
+                let start = (*gap_first).max(first);
+                let end = (gap_first + gap_count).min(first + count);
+                if start < end {
+                    block_bitmap.clear_range(start - first, end - start);
                 }
             }
             block_bitmap.set_range(count, u64::from(geometry.blocks_per_group) - count);
@@ -927,6 +915,50 @@ fn max_extents(tree_blocks: u64, block_size: u32) -> u64 {
         }
     }
     low
+}
+
+/// Reads the parts of `segments` inside the chunk of file bytes that starts
+/// at `byte_start` into `buffer`, which is zeroed and as long as the chunk.
+/// `first_segment` skips segments that end before the chunk.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "offsets inside the chunk buffer are below CHUNK_BYTES"
+)]
+fn fill_chunk(
+    segments: &[Segment],
+    first_segment: &mut usize,
+    byte_start: u64,
+    buffer: &mut [u8],
+    path: &dyn Fn() -> String,
+) -> Result<(), Error> {
+    let byte_end = byte_start + buffer.len() as u64;
+    while *first_segment < segments.len()
+        && segments[*first_segment].file_offset + segments[*first_segment].len <= byte_start
+    {
+        *first_segment += 1;
+    }
+
+    for segment in &segments[*first_segment..] {
+        if segment.file_offset >= byte_end {
+            break;
+        }
+        let start = segment.file_offset.max(byte_start);
+        let end = (segment.file_offset + segment.len).min(byte_end);
+        let target = &mut buffer[(start - byte_start) as usize..(end - byte_start) as usize];
+        let source_offset = segment.source_offset + (start - segment.file_offset);
+        segment
+            .source
+            .read_exact_at(target, source_offset)
+            .map_err(|source| Error::Io {
+                context: format!(
+                    "failed to read {} bytes of the content of {:?} at source offset {source_offset}",
+                    end - start,
+                    path()
+                ),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Lists the block ranges `[start, end)` that segments of `data` touch,

@@ -56,6 +56,21 @@ fn synthetic_tree_matches_mount() {
 
     check_against_mount(&source, &image);
 
+    // The walk compares these only if the source really has them.
+    let source_walk = oracle::walk(&source);
+    let xattr_names =
+        |path: &[u8]| -> Vec<Vec<u8>> { source_walk[path].xattrs.keys().cloned().collect() };
+    assert!(xattr_names(b"/acl-file").contains(&b"system.posix_acl_access".to_vec()));
+    assert!(xattr_names(b"/acl-dir").contains(&b"system.posix_acl_default".to_vec()));
+    assert_eq!(
+        source_walk[&b"/ping"[..]].capabilities.as_deref(),
+        Some("cap_net_raw=ep")
+    );
+    assert_eq!(
+        source_walk[&b"/big-xattr"[..]].xattrs[&b"user.large"[..]].len(),
+        3000
+    );
+
     // The files of /shared carry one xattr set too large for the inode, so
     // they must share a single block whose refcount counts all of them.
     let block = xattr_block(&image, "/shared/f0000");

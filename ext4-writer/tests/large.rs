@@ -271,3 +271,99 @@ fn hashed_directory_with_high_bytes_in_names() {
         assert_eq!(image.view().read_dir("/high").unwrap().count(), 402);
     }
 }
+
+#[test]
+fn unaligned_segments_share_blocks() {
+    let first: Arc<dyn ReadAt> = Arc::new(vec![1u8; 10_000]);
+    let second: Arc<dyn ReadAt> = Arc::new(vec![2u8; 10_000]);
+    let layout = [
+        (100u64, 100u64, &first),
+        (200, 4800, &second),
+        (5000, 3, &first),
+        (9000, 1, &second),
+        (1 << 20, 5000, &first),
+    ];
+    let segments: Vec<Segment> = layout
+        .iter()
+        .map(|(file_offset, len, source)| Segment {
+            file_offset: *file_offset,
+            len: *len,
+            source: Arc::clone(source),
+            source_offset: 17,
+        })
+        .collect();
+    let size = (1 << 20) + 6000;
+
+    let mut expected = vec![0u8; usize::try_from(size).unwrap()];
+    for (file_offset, len, source) in layout {
+        let value = if Arc::ptr_eq(source, &first) { 1 } else { 2 };
+        let start = usize::try_from(file_offset).unwrap();
+        let end = usize::try_from(file_offset + len).unwrap();
+        expected[start..end].fill(value);
+    }
+    let mut tree = empty_tree();
+    let root = tree.root();
+    tree.add(
+        root,
+        b"pieces",
+        NodeKind::Regular(FileData::from_segments(size, segments).unwrap()),
+        meta(0o644),
+    )
+    .unwrap();
+    let image = write_checked(&tree, &Options::default());
+    assert!(image.view().read("/pieces").unwrap() == expected);
+}
+
+#[test]
+fn deep_directory_chain() {
+    let mut tree = empty_tree();
+    let mut dir = tree.root();
+    for _ in 0..3000 {
+        dir = tree
+            .add(dir, b"d", NodeKind::directory(), meta(0o755))
+            .unwrap();
+    }
+    tree.add(
+        dir,
+        b"leaf",
+        NodeKind::Regular(FileData::from_bytes(b"deep".to_vec())),
+        meta(0o644),
+    )
+    .unwrap();
+    // e2fsck's pass 3 walks every directory up to the root.
+    let image = write_checked(&tree, &Options::default());
+
+    // ext4-view resolves at most a few hundred components per path.
+    let path = "/d".repeat(400);
+    assert!(image.view().metadata(path.as_str()).unwrap().is_dir());
+    let leaf = debugfs(&image.path, "ncheck 3012");
+    assert!(
+        leaf.ends_with("/leaf\n"),
+        "{}",
+        &leaf[leaf.len().saturating_sub(200)..]
+    );
+}
+
+#[test]
+fn unlinked_nodes_not_written() {
+    let mut tree = empty_tree();
+    let root = tree.root();
+    let gone = tree
+        .add(root, b"gone", NodeKind::directory(), meta(0o755))
+        .unwrap();
+    tree.add(
+        gone,
+        b"inside",
+        NodeKind::Regular(FileData::from_bytes(vec![9u8; 100_000])),
+        meta(0o644),
+    )
+    .unwrap();
+    tree.create(NodeKind::Fifo, meta(0o644)).unwrap();
+    tree.unlink(root, b"gone").unwrap();
+    let image = write_checked(&tree, &Options::default());
+    assert!(!image.view().exists("/gone").unwrap());
+    // Inodes 1 to 11 are reserved, so nothing beyond lost+found is in use.
+    assert!(debugfs(&image.path, "stats").contains("Free inodes:"));
+    let inodes_used = image.report.inodes - image.report.free_inodes;
+    assert_eq!(inodes_used, 11);
+}

@@ -257,3 +257,34 @@ fn help_names_units() {
         );
     }
 }
+
+/// 100000 files through the dir source with at most 64 descriptors: the
+/// lazy sources must close files as they go.
+#[test]
+fn many_files_low_descriptor_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    fs::create_dir(&source).unwrap();
+    for i in 0..100_000 {
+        fs::write(source.join(format!("f{i:06}")), format!("file {i}\n")).unwrap();
+    }
+    let image = dir.path().join("image.ext4");
+
+    let output = Command::new("prlimit")
+        .arg("--nofile=64:64")
+        .arg(env!("CARGO_BIN_EXE_mkext4"))
+        .arg(&image)
+        .arg("--from-dir")
+        .arg(&source)
+        .output()
+        .expect("failed to run prlimit; install util-linux");
+
+    check_success(&output);
+    oracle::assert_fsck_clean(&image);
+    let dump = oracle::run(
+        Command::new("debugfs")
+            .args(["-R", "cat /f099999"])
+            .arg(&image),
+    );
+    assert_eq!(dump, "file 99999\n");
+}

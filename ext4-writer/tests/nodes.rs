@@ -415,6 +415,7 @@ fn label_and_uuid_stored() {
     let options = Options {
         label: Some("rootfs".to_string()),
         uuid: Some([0x11; 16]),
+        hash_seed: Some([0x22; 16]),
         ..Options::default()
     };
     let image = write_checked(&empty_tree(), &options);

@@ -211,3 +211,52 @@ fn auto_size_leaves_free_inodes() {
     // The default 16 MiB of free space at 16 KiB per inode.
     assert!(image.report.free_inodes >= 1024, "{:?}", image.report);
 }
+
+#[test]
+fn many_groups_with_one_kib_blocks() {
+    // 256 groups of 8 MiB: the bitmaps and inode tables run past the
+    // superblock copies of groups 1 and 3, which the allocator skips.
+    let options = Options {
+        block_size: ext4_writer::BlockSize::B1024,
+        sizing: Sizing::Fixed { bytes: 2 << 30 },
+        ..Options::default()
+    };
+    let image = write_checked(&tree_with_content(3 << 20), &options);
+    assert_eq!(image.report.blocks, 2 << 20);
+    assert!(debugfs(&image.path, "stats").contains("Inode count:              131072"));
+}
+
+#[test]
+fn descriptor_table_of_several_blocks() {
+    // 160 groups of 128 MiB need three blocks of 64-byte descriptors.
+    let options = Options {
+        sizing: Sizing::Fixed { bytes: 20 << 30 },
+        ..Options::default()
+    };
+    let image = write_checked(&tree_with_content(1 << 20), &options);
+    assert_eq!(image.report.size_bytes, 20 << 30);
+    let stats = debugfs(&image.path, "stats");
+    assert!(
+        stats.contains("Group 159:"),
+        "{}",
+        &stats[..stats.len().min(500)]
+    );
+}
+
+#[test]
+fn large_journal_gets_extent_tree() {
+    // From 2^25 blocks mke2fs picks a journal of 262144 blocks: eight
+    // extents of 32768, more than the four that fit in the inode.
+    let options = Options {
+        sizing: Sizing::Fixed { bytes: 200 << 30 },
+        ..Options::default()
+    };
+    let image = write_checked(&tree_with_content(1000), &options);
+    let journal = debugfs(&image.path, "stat <8>");
+    assert!(journal.contains("Size: 1073741824"), "{journal}");
+    let extents = debugfs(&image.path, "ex <8>");
+    assert!(
+        extents.contains(" 1/ 1 "),
+        "a leaf below the inode: {extents}"
+    );
+}
