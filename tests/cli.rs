@@ -110,20 +110,6 @@ fn unimplemented_commands_exit_7() {
     let home = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], &str)] = &[
         (
-            &["kernel", "import", "/nonexistent/vmlinuz"],
-            "kernel import",
-        ),
-        (&["kernel", "pull", "127.0.0.1:1/k:1"], "kernel pull"),
-        (&["kernel", "push", "k", "127.0.0.1:1/k:1"], "kernel push"),
-        (&["kernel", "ls"], "kernel ls"),
-        (&["kernel", "inspect", "k"], "kernel inspect"),
-        (&["kernel", "rm", "k"], "kernel rm"),
-        (&["kernel", "default", "k"], "kernel default"),
-        (
-            &["kernel", "export", "k", "-o", "/nonexistent/k.tar"],
-            "kernel export",
-        ),
-        (
             &["vm", "run", "debian", "--", "cat", "/etc/os-release"],
             "vm run",
         ),

@@ -4,7 +4,8 @@
 # The project's test command. Runs as root (the fixture build and the tests
 # that loop-mount images need it):
 #   1. builds the fixture images (tests/fixtures/build-images.sh), or with
-#      --reuse-fixtures keeps a fixture folder that already has an OCI layout;
+#      --reuse-fixtures keeps a fixture folder that already has an OCI layout,
+#      and downloads the kernel package (tests/fixtures/fetch-kernel.sh);
 #   2. starts the loopback registry (tests/fixtures/registry.sh start);
 #   3. runs cargo fmt --check, cargo clippy with -D warnings and cargo test
 #      for the whole workspace;
@@ -62,6 +63,9 @@ else
   step "building fixtures in $BANGER_FIXTURES"
   bash tests/fixtures/build-images.sh "$BANGER_FIXTURES"
 fi
+
+step "fetching the Debian cloud kernel package"
+bash tests/fixtures/fetch-kernel.sh >/dev/null
 
 step "starting the registry on 127.0.0.1:$BANGER_TEST_REGISTRY_PORT"
 registry_running || STARTED_REGISTRY=1
