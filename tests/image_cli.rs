@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -249,6 +250,51 @@ fn export_writes_the_rootfs() {
     );
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(fs::read(&target).unwrap(), b"ext4 bytes");
+}
+
+#[test]
+fn export_rejects_special_targets() {
+    let home = tempfile::tempdir().unwrap();
+    store_image(home.path(), "debian:bookworm", b"a", b"ext4 bytes");
+    // A fifo stands in for a device node such as /dev/full: both would be
+    // swapped for a regular file by the rename that finishes an export.
+    let fifo = home.path().join("fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let kept = home.path().join("kept.ext4");
+    fs::write(&kept, b"keep me").unwrap();
+    let link = home.path().join("link.ext4");
+    std::os::unix::fs::symlink(&kept, &link).unwrap();
+
+    for target in [&fifo, &link] {
+        let output = banger(
+            home.path(),
+            &[
+                "image",
+                "export",
+                "debian:bookworm",
+                "-o",
+                target.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(ExitCode::Usage as i32),
+            "{}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("not a regular file"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read(&kept).unwrap(), b"keep me");
 }
 
 #[test]

@@ -119,6 +119,8 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error("cannot export to `{path}`: it exists and is not a regular file; name a new file or a regular file to replace")]
+    ExportTarget { path: PathBuf },
 }
 
 impl Classify for StoreError {
@@ -127,6 +129,7 @@ impl Classify for StoreError {
             Self::NotFound { .. } => ExitCode::NotFound,
             Self::Ambiguous { .. } => ExitCode::Usage,
             Self::Busy => ExitCode::Conflict,
+            Self::ExportTarget { .. } => ExitCode::Usage,
             Self::Build { code, .. } => *code,
             Self::Io { .. } | Self::Cache(_) => ExitCode::HostResource,
             Self::InvalidRecord { .. } => ExitCode::General,
@@ -446,6 +449,15 @@ impl ImageStore {
     pub fn export(&self, query: &str, output: &Path) -> Result<u64, StoreError> {
         let record = self.find(query)?;
         let source = self.rootfs_path(&record.manifest_digest);
+        // The export replaces the output by a rename, which would swap a
+        // device node such as /dev/null, or a symlink, for a regular file.
+        if let Ok(existing) = fs::symlink_metadata(output) {
+            if !existing.file_type().is_file() {
+                return Err(StoreError::ExportTarget {
+                    path: output.to_owned(),
+                });
+            }
+        }
         let dir = match output.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
