@@ -306,7 +306,9 @@ impl Tree {
 
     /// The node `id`, for changing its metadata or contents.
     ///
-    /// Turning a directory into another kind drops its entries.
+    /// Turning a directory into another kind drops its entries. Turning a
+    /// node with several names into a directory makes a tree that the
+    /// writer rejects with [`Error::HardLinkToDirectory`].
     ///
     /// # Panics
     /// When `id` did not come from this tree.
