@@ -370,6 +370,8 @@ struct RegistryState {
     faults: HashMap<String, VecDeque<Fault>>,
     /// Blobs whose every response stops at this byte offset.
     stop_at: HashMap<String, usize>,
+    /// Blobs served whole with 200 whatever `Range` the request carries.
+    ignore_range: std::collections::HashSet<String>,
     /// When set, bearer tokens are required, and each is accepted this many times.
     token_budget: Option<u32>,
     tokens_issued: u32,
@@ -683,13 +685,14 @@ async fn serve_connection(
         log(404);
         return respond(&mut stream, 404, &[], b"").await;
     };
-    let (blob, fault, stop_at) = {
+    let (blob, fault, stop_at, ignore_range) = {
         let mut state = state.lock().unwrap();
         let fault = state.faults.get_mut(digest).and_then(VecDeque::pop_front);
         (
             state.blobs.get(digest).cloned(),
             fault,
             state.stop_at.get(digest).copied(),
+            state.ignore_range.contains(digest),
         )
     };
     let Some(blob) = blob else {
@@ -708,6 +711,7 @@ async fn serve_connection(
         .get("range")
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok())
+        .filter(|_| !ignore_range)
         .unwrap_or(0);
     let end = stop_at.unwrap_or(blob.len()).min(blob.len());
     let (status, mut headers) = if start > 0 {
@@ -866,6 +870,40 @@ async fn truncated_body_fails_cleanly() {
 
     registry.state.lock().unwrap().stop_at.clear();
     assert_later_pull_succeeds(&registry, &image, &cache).await;
+}
+
+#[tokio::test]
+async fn ignored_range_on_short_body_gives_up() {
+    let (registry, image) = FaultyRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path()).unwrap();
+    let stop = image.layer_size / 2;
+    {
+        let mut state = registry.state.lock().unwrap();
+        state.stop_at.insert(image.layer_digest.clone(), stop);
+        state.ignore_range.insert(image.layer_digest.clone());
+    }
+    let options = fast_options(&registry.address);
+
+    let reference = registry.reference("small");
+    let pull = pull_into(&reference, &options, &cache);
+    let error = tokio::time::timeout(Duration::from_secs(20), pull)
+        .await
+        .expect("pull gives up instead of resuming forever")
+        .unwrap_err();
+    assert!(
+        matches!(error, PullError::Truncated { received, .. } if received == stop as u64),
+        "{error}"
+    );
+    assert_eq!(error.exit_code(), ExitCode::Remote);
+    let requests = registry.blob_requests(&image.layer_digest);
+    assert!(
+        requests.len() <= options.retry.max_attempts as usize,
+        "{} requests: {requests:?}",
+        requests.len()
+    );
+    assert!(!layer_cached(&cache, &image));
+    assert_cache_clean(&cache);
 }
 
 #[tokio::test]

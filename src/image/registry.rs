@@ -719,6 +719,10 @@ impl<'a> Session<'a> {
         let url = format!("{}/blobs/{digest}", self.base_url);
         let retry = &self.options.retry;
         let mut attempts_without_progress = 0;
+        // Progress means a byte beyond any earlier attempt: a server that
+        // ignores `Range` restarts the body at 0, so the bytes of each attempt
+        // alone would count as progress forever.
+        let mut furthest = writer.written();
         while writer.written() < size {
             let offset = writer.written();
             let mut headers = HeaderMap::new();
@@ -762,8 +766,7 @@ impl<'a> Session<'a> {
                 return Err(self.status_error(&url, response).await);
             }
 
-            let start = writer.written();
-            blob_progress.started(start);
+            blob_progress.started(writer.written());
             let mut body = response.bytes_stream();
             let mut interruption = None;
             while let Some(chunk) = body.next().await {
@@ -792,7 +795,8 @@ impl<'a> Session<'a> {
             if received == size {
                 break;
             }
-            if received > start {
+            if received > furthest {
+                furthest = received;
                 attempts_without_progress = 0;
             }
             attempts_without_progress += 1;
