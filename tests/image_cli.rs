@@ -336,3 +336,34 @@ fn export_to_another_filesystem() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(fs::read(&target).unwrap(), b"ext4 bytes");
 }
+
+#[test]
+fn quiet_pull_prints_only_the_error() {
+    let home = tempfile::tempdir().unwrap();
+    // A loopback port with no listener: every connection is refused, and
+    // each refusal is retried with a warning unless `--quiet` is given.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let registry = format!("127.0.0.1:{port}");
+    let reference = format!("{registry}/debian:none");
+
+    let output = banger(
+        home.path(),
+        &[
+            "image",
+            "pull",
+            "--quiet",
+            "--insecure-registry",
+            &registry,
+            &reference,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(ExitCode::Remote as i32));
+    let stderr = stderr(&output);
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert!(stderr.contains("failed to reach registry"), "{stderr}");
+}

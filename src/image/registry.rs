@@ -314,7 +314,7 @@ impl<'a> Session<'a> {
             {
                 Ok(fresh) => break fresh,
                 Err(oci_client::errors::OciDistributionError::RequestError(source))
-                    if attempt < self.options.retry.max_attempts =>
+                    if attempt < self.options.retry.max_attempts && !is_tls_failure(&source) =>
                 {
                     let pause = self.options.retry.backoff(attempt);
                     warn!(error = %source, attempt, ?pause, "token request failed; retrying");
@@ -374,8 +374,13 @@ impl<'a> Session<'a> {
 
             let response = match request.send().await {
                 Ok(response) => response,
-                // A rejected redirect fails the same way on every attempt.
-                Err(source) if attempt < retry.max_attempts && !source.is_redirect() => {
+                // A rejected redirect or a TLS failure (such as HTTPS to a
+                // plain-HTTP registry) fails the same way on every attempt.
+                Err(source)
+                    if attempt < retry.max_attempts
+                        && !source.is_redirect()
+                        && !is_tls_failure(&source) =>
+                {
                     let pause = retry.backoff(attempt);
                     warn!(url, error = %source, attempt, ?pause, "request failed; retrying");
                     tokio::time::sleep(pause).await;
@@ -1003,4 +1008,23 @@ mod tests {
         );
         assert_eq!(media_type_of(br#"{"schemaVersion":2}"#), None);
     }
+}
+
+/// Tells whether `error` or one of its causes is a TLS error, which a retry
+/// would meet again: a plain-HTTP server, a bad certificate or a protocol
+/// mismatch.
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        // `io::Error::source` skips the error it wraps, so step into it.
+        let wrapped = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        cause = wrapped.or_else(|| error.source());
+    }
+    false
 }
