@@ -367,3 +367,76 @@ fn quiet_pull_prints_only_the_error() {
     assert!(!stderr.contains("retrying"), "{stderr}");
     assert!(stderr.contains("failed to reach registry"), "{stderr}");
 }
+
+#[test]
+fn broken_record_does_not_block_the_store() {
+    let home = tempfile::tempdir().unwrap();
+    let good = store_image(home.path(), "debian:bookworm", b"a", b"ext4");
+    let bad = store_image(home.path(), "debian:trixie", b"b", b"ext4");
+    let images = home.path().join("data/images");
+    let bad_record = images.join(bad.hex()).join("image.json");
+    fs::write(&bad_record, b"\x00garbage").unwrap();
+    let stray = images.join("zzzz");
+    fs::create_dir(&stray).unwrap();
+    fs::write(stray.join("image.json"), b"{}").unwrap();
+
+    let ls = banger(home.path(), &["image", "ls"]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    assert!(stdout(&ls).contains(&good.hex()[..12]), "{}", stdout(&ls));
+    assert!(
+        stderr(&ls).contains(&bad_record.display().to_string()),
+        "{}",
+        stderr(&ls)
+    );
+
+    let inspect = banger(home.path(), &["image", "inspect", "debian:bookworm"]);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+
+    let rm = banger(home.path(), &["image", "rm", &bad.to_string()]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    assert!(!images.join(bad.hex()).exists());
+
+    let prune = banger(home.path(), &["image", "prune"]);
+    assert!(prune.status.success(), "{}", stderr(&prune));
+    assert!(!stray.exists());
+    assert!(images.join(good.hex()).exists());
+}
+
+#[test]
+fn missing_rootfs_says_pull_again() {
+    let home = tempfile::tempdir().unwrap();
+    let digest = store_image(home.path(), "debian:bookworm", b"a", b"ext4");
+    let image_dir = home.path().join("data/images").join(digest.hex());
+    fs::remove_file(image_dir.join("rootfs.ext4")).unwrap();
+
+    let ls = banger(home.path(), &["image", "ls"]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    assert!(
+        !stdout(&ls).contains(&digest.hex()[..12]),
+        "{}",
+        stdout(&ls)
+    );
+
+    let inspect = banger(home.path(), &["image", "inspect", "debian:bookworm"]);
+    assert_eq!(inspect.status.code(), Some(ExitCode::NotFound as i32));
+    let message = stderr(&inspect);
+    assert!(message.contains("rootfs.ext4"), "{message}");
+    assert!(message.contains("pull it again"), "{message}");
+
+    let rm = banger(home.path(), &["image", "rm", "debian:bookworm"]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    assert!(!image_dir.exists());
+}
+
+#[test]
+fn digest_queries_find_the_image() {
+    let home = tempfile::tempdir().unwrap();
+    let digest = store_image(home.path(), "debian:bookworm", b"a", b"ext4");
+    let short = format!("sha256:{}", &digest.hex()[..12]);
+    let pinned = format!("127.0.0.1:5055/other@{digest}");
+
+    for query in [short.as_str(), pinned.as_str()] {
+        let output = banger(home.path(), &["image", "inspect", query]);
+        assert!(output.status.success(), "{query}: {}", stderr(&output));
+    }
+}

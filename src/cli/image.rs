@@ -161,9 +161,15 @@ fn run_pull(args: &PullArgs, context: &Context) -> Result<(), Failure> {
         })?;
     let pulled = runtime.block_on(pull(&reference, &options, &cache, &progress))?;
 
+    // A reference pinned by digest names that digest only, as in Docker: its
+    // tag selects nothing and must not show up as a tag of the image.
+    let stored_name = match reference.digest() {
+        Some(digest) => reference.with_digest(digest).to_string(),
+        None => reference.to_string(),
+    };
     let record = store.install(
         &pulled,
-        Some(&reference.to_string()),
+        Some(&stored_name),
         &options.platform.to_string(),
         |rootfs| {
             progress.message(&format!("{reference}: building the ext4 root filesystem"));
@@ -401,17 +407,25 @@ fn repository_and_tag(record: &ImageRecord) -> Vec<(String, String)> {
     if record.references.is_empty() {
         return vec![("<none>".to_owned(), "<none>".to_owned())];
     }
-    record
-        .references
-        .iter()
-        .map(|text| match ImageReference::parse(text) {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for text in &record.references {
+        let row = match ImageReference::parse(text) {
+            // A digest-pinned reference has no tag to show.
+            Ok(reference) if reference.digest().is_some() => (
+                format!("{}/{}", reference.registry(), reference.repository()),
+                "<none>".to_owned(),
+            ),
             Ok(reference) => (
                 format!("{}/{}", reference.registry(), reference.repository()),
                 reference.tag().unwrap_or("<none>").to_owned(),
             ),
             Err(_) => (text.clone(), "<none>".to_owned()),
-        })
-        .collect()
+        };
+        if !rows.contains(&row) {
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 fn run_inspect(query: &str, context: &Context) -> Result<(), Failure> {
@@ -442,6 +456,12 @@ fn run_prune(context: &Context) -> Result<(), Failure> {
     let store = open_store(context)?;
     let cache = open_cache(context)?;
     let report = store.prune(&cache)?;
+    if !report.broken_removed.is_empty() {
+        println!(
+            "removed {} broken image directories",
+            report.broken_removed.len()
+        );
+    }
     println!(
         "removed {} images and {} blobs, freed {}",
         report.images_removed.len(),
