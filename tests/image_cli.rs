@@ -440,3 +440,47 @@ fn digest_queries_find_the_image() {
         assert!(output.status.success(), "{query}: {}", stderr(&output));
     }
 }
+
+#[test]
+fn corrupt_cached_layer_is_evicted() {
+    let registry = registry_address();
+    let home = tempfile::tempdir().unwrap();
+    let reference = format!("{registry}/debian:minbase");
+    let pull_args = [
+        "image",
+        "pull",
+        "--quiet",
+        "--insecure-registry",
+        &registry,
+        &reference,
+    ];
+    let first = banger(home.path(), &pull_args);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let rm = banger(home.path(), &["image", "rm", &reference]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+
+    // Flip one byte in the middle of the largest cached blob, the layer,
+    // keeping its size.
+    let blobs = home.path().join("cache/oci/blobs/sha256");
+    let layer = fs::read_dir(&blobs)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .max_by_key(|path| fs::metadata(path).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&layer).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&layer, &bytes).unwrap();
+    let hex = layer.file_name().unwrap().to_string_lossy().into_owned();
+
+    let second = banger(home.path(), &pull_args);
+    assert!(!second.status.success());
+    let message = stderr(&second);
+    assert!(message.contains(&format!("sha256:{hex}")), "{message}");
+    assert!(message.contains(&layer.display().to_string()), "{message}");
+    assert!(message.contains("pull the image again"), "{message}");
+    assert!(!layer.exists(), "corrupt blob left in the cache");
+
+    let third = banger(home.path(), &pull_args);
+    assert!(third.status.success(), "{}", stderr(&third));
+}

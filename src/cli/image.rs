@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use super::{Context, Failure};
 use crate::error::{Classify, ExitCode};
 use crate::image::blob_cache::BlobCache;
-use crate::image::build::{build_rootfs, Headroom};
-use crate::image::flatten::{Layer, LayerSource};
+use crate::image::build::{build_rootfs, BuildError, Headroom};
+use crate::image::flatten::{FlattenError, Layer, LayerSource};
 use crate::image::import::{import_path, import_reader, ImportedImage};
 use crate::image::model::{Digest, ImageConfig, LayerBlob, RootFs};
 use crate::image::platform::Platform as ImagePlatform;
@@ -197,12 +197,51 @@ fn build_pulled(
     })?;
     let identity = pulled.manifest_digest.to_string();
     build_rootfs(&layers, &identity, Headroom::default(), rootfs).map_err(|error| {
+        let mut message = error.to_string();
+        if matches!(
+            error,
+            BuildError::Flatten(FlattenError::Tar { .. } | FlattenError::DiffIdMismatch { .. })
+        ) {
+            message.push_str(&evict_corrupt_layers(pulled, cache));
+        }
         BuildFailure {
-            message: error.to_string(),
+            message,
             code: error.exit_code(),
         }
     })?;
     Ok(())
+}
+
+/// Re-hashes the cached layer blobs of `pulled` after its layers failed to
+/// flatten, and removes those whose bytes no longer match their digest: they
+/// were verified when stored, so they changed on disk, and the next pull
+/// fetches them again. Returns text for the error message naming what was
+/// removed, or nothing when every blob is intact and the image itself is bad.
+fn evict_corrupt_layers(pulled: &PulledImage, cache: &BlobCache) -> String {
+    let mut notes = String::new();
+    for layer in &pulled.layers {
+        let path = cache.path(&layer.digest);
+        match cache.verify(&layer.digest) {
+            Ok(true) => {}
+            Ok(false) => match cache.remove_blob(&layer.digest) {
+                Ok(_) => notes.push_str(&format!(
+                    "; cached blob {} (`{}`) is corrupt on disk and was removed from the cache, so pull the image again",
+                    layer.digest,
+                    path.display()
+                )),
+                Err(error) => notes.push_str(&format!(
+                    "; cached blob {} (`{}`) is corrupt on disk but could not be removed ({error}); delete it and pull the image again",
+                    layer.digest,
+                    path.display()
+                )),
+            },
+            Err(error) => notes.push_str(&format!(
+                "; cached blob {} could not be checked: {error}",
+                layer.digest
+            )),
+        }
+    }
+    notes
 }
 
 fn run_import(args: &ImportArgs, context: &Context) -> Result<(), Failure> {

@@ -169,6 +169,25 @@ impl BlobCache {
         Ok(bytes)
     }
 
+    /// Hashes a cached blob and tells whether its bytes still match its
+    /// digest. A missing blob is an [`io::ErrorKind::NotFound`] error.
+    pub fn verify(&self, digest: &Digest) -> Result<bool, CacheError> {
+        let path = self.path(digest);
+        let mut file = self.open_blob(digest)?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let read = file
+                .read(&mut buffer)
+                .map_err(CacheError::io("read", &path))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        Ok(Digest::from_sha256(&hasher.finalize()) == *digest)
+    }
+
     /// Takes the digest's lock, waiting while another writer holds it, and
     /// returns [`BlobSlot::Cached`] when the blob arrived meanwhile or a
     /// writer otherwise.
