@@ -148,6 +148,7 @@ fn run_pull(args: &PullArgs, context: &Context) -> Result<(), Failure> {
     let cache = open_cache(context)?;
     let store = open_store(context)?;
     let _pull_guard = store.begin_pull()?;
+    let _cache_guard = cache.lock_for_pull().map_err(PullError::from)?;
     let progress = Progress::new(ProgressMode::detect(args.quiet));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -495,6 +496,12 @@ fn run_prune(context: &Context) -> Result<(), Failure> {
     let store = open_store(context)?;
     let cache = open_cache(context)?;
     let report = store.prune(&cache)?;
+    if !report.leftovers_removed.is_empty() {
+        println!(
+            "removed {} leftover temporary and lock files",
+            report.leftovers_removed.len()
+        );
+    }
     if !report.broken_removed.is_empty() {
         println!(
             "removed {} broken image directories",

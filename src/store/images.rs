@@ -164,6 +164,9 @@ pub struct PruneReport {
     pub images_removed: Vec<Digest>,
     /// Image directories whose record or root filesystem was unusable.
     pub broken_removed: Vec<PathBuf>,
+    /// Temporary files and directories and lock files that no live process
+    /// held, in the store and the cache.
+    pub leftovers_removed: Vec<PathBuf>,
     pub blobs_removed: Vec<Digest>,
     pub bytes_freed: u64,
 }
@@ -494,9 +497,12 @@ impl ImageStore {
 
     /// Deletes images without references, then every cached blob that no
     /// stored image uses, and the cache's index entries of deleted manifests.
-    /// Fails with [`StoreError::Busy`] while a pull holds its lock.
+    /// Also deletes temporary files and lock files left by killed processes.
+    /// Fails with [`StoreError::Busy`] while a pull holds its lock on this
+    /// store or on the cache, which pulls into other data directories share.
     pub fn prune(&self, cache: &BlobCache) -> Result<PruneReport, StoreError> {
         let _pulls = self.try_lock_file(".pull.lock")?.ok_or(StoreError::Busy)?;
+        let _cache_pulls = cache.try_lock_for_prune()?.ok_or(StoreError::Busy)?;
         let _lock = self.lock_file(".lock", FlockOperation::LockExclusive)?;
         let mut report = PruneReport::default();
 
@@ -520,7 +526,11 @@ impl ImageStore {
                 referenced.push(record);
             }
         }
-        self.remove_stale_temps()?;
+        report.leftovers_removed.extend(self.remove_stale_temps()?);
+        let leftovers = cache.remove_leftovers()?;
+        report.bytes_freed += leftovers.bytes_freed;
+        report.leftovers_removed.extend(leftovers.temp_files);
+        report.leftovers_removed.extend(leftovers.lock_files);
 
         let mut used = std::collections::HashSet::new();
         for record in &referenced {
@@ -590,17 +600,35 @@ impl ImageStore {
         Ok(())
     }
 
-    fn remove_stale_temps(&self) -> Result<(), StoreError> {
+    /// Deletes temporary directories and per-image build locks. Only prune
+    /// calls it, holding `.pull.lock` exclusively, so no pull or import of
+    /// this store is running and none of them belongs to a live process.
+    /// Returns the paths removed.
+    fn remove_stale_temps(&self) -> Result<Vec<PathBuf>, StoreError> {
         let entries = fs::read_dir(&self.root).map_err(io_error("list", &self.root))?;
+        let mut removed = Vec::new();
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                let path = entry.path();
-                if let Err(error) = fs::remove_dir_all(&path) {
-                    warn!(path = ?path, %error, "failed to remove a temporary directory");
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let result = if name.starts_with(TEMP_PREFIX) {
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                }
+            } else if name.starts_with(".build-") && name.ends_with(".lock") {
+                fs::remove_file(&path)
+            } else {
+                continue;
+            };
+            match result {
+                Ok(()) => removed.push(path),
+                Err(error) => {
+                    warn!(path = ?path, %error, "failed to remove a leftover temporary file")
                 }
             }
         }
-        Ok(())
+        Ok(removed)
     }
 
     fn open_lock(&self, name: &str) -> Result<File, StoreError> {
@@ -1089,6 +1117,34 @@ mod tests {
         assert_eq!(error.exit_code(), ExitCode::Conflict);
         drop(guard);
         f.store.prune(&f.cache).unwrap();
+    }
+
+    #[test]
+    fn prune_waits_for_pull_of_another_store() {
+        let f = fixture();
+        // A pull into another data directory that shares the cache.
+        let other = ImageStore::open(&f._dir.path().join("other-data")).unwrap();
+        let other_pull = other.begin_pull().unwrap();
+        let cache_lock = f.cache.lock_for_pull().unwrap();
+        let error = f.store.prune(&f.cache).unwrap_err();
+        assert!(matches!(error, StoreError::Busy), "{error}");
+        drop((cache_lock, other_pull));
+        f.store.prune(&f.cache).unwrap();
+    }
+
+    #[test]
+    fn prune_removes_store_leftovers() {
+        let f = fixture();
+        let temp_dir = f.store.root.join(format!("{TEMP_PREFIX}abc-XXXX"));
+        fs::create_dir(&temp_dir).unwrap();
+        let build_lock = f.store.root.join(".build-abc.lock");
+        fs::write(&build_lock, b"").unwrap();
+
+        let report = f.store.prune(&f.cache).unwrap();
+        assert!(!temp_dir.exists());
+        assert!(!build_lock.exists());
+        assert!(report.leftovers_removed.contains(&temp_dir));
+        assert!(report.leftovers_removed.contains(&build_lock));
     }
 
     #[test]
