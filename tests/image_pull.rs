@@ -1269,6 +1269,42 @@ async fn index_selects_the_platform() {
         matches!(error, PullError::PlatformNotFound { .. }),
         "{error}"
     );
+
+    // The index lists linux/arm64/v8, but the registry lacks its manifest.
+    options.platform = "linux/arm64/v8".parse().unwrap();
+    let error = pull_into(&registry.reference("multi"), &options, &cache)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, PullError::IndexEntryNotFound { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(&missing_arm), "{message}");
+    assert!(!message.contains("check the name and tag"), "{message}");
+    assert_eq!(error.exit_code(), ExitCode::NotFound);
+
+    // Entries without a platform leave nothing to list.
+    let bare = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest, "size": image.manifest.len()},
+        ],
+    }))
+    .unwrap();
+    registry
+        .state
+        .lock()
+        .unwrap()
+        .manifests
+        .insert("bare".to_owned(), (bare, OCI_INDEX.to_owned()));
+    let error = pull_into(&registry.reference("bare"), &options, &cache)
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(!message.contains("(available: )"), "{message}");
+    assert!(message.contains("no platform"), "{message}");
 }
 
 #[tokio::test]

@@ -471,9 +471,19 @@ impl<'a> Session<'a> {
         let entry_digest = self.parse_digest(&entry.digest, "index", &digest)?;
         debug!(index = %digest, manifest = %entry_digest, %platform, "platform selected from index");
 
-        let (bytes, media_type, digest) = self
+        let fetched = self
             .fetch_manifest(&entry_digest.to_string(), Some(&entry_digest))
-            .await?;
+            .await;
+        let (bytes, media_type, digest) = match fetched {
+            Err(PullError::ManifestNotFound { .. }) => {
+                return Err(PullError::IndexEntryNotFound {
+                    reference: self.reference.to_string(),
+                    platform: platform.to_string(),
+                    digest: entry_digest,
+                })
+            }
+            other => other?,
+        };
         if u64::try_from(entry.size).ok() != Some(bytes.len() as u64) {
             return Err(PullError::InvalidDocument {
                 reference: self.reference.to_string(),
