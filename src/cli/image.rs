@@ -202,7 +202,8 @@ fn build_pulled(
         if matches!(
             error,
             BuildError::Flatten(FlattenError::Tar { .. } | FlattenError::DiffIdMismatch { .. })
-        ) {
+        ) && error.exit_code() != ExitCode::HostResource
+        {
             message.push_str(&evict_corrupt_layers(pulled, cache));
         }
         BuildFailure {
