@@ -484,3 +484,83 @@ fn corrupt_cached_layer_is_evicted() {
     let third = banger(home.path(), &pull_args);
     assert!(third.status.success(), "{}", stderr(&third));
 }
+
+#[test]
+fn pinned_pull_stores_the_digest_reference() {
+    let registry = registry_address();
+    let digest = fs::read_to_string(fixtures_dir().join("registry/minbase.digest")).unwrap();
+    let digest = digest.trim();
+    let home = tempfile::tempdir().unwrap();
+    let pinned = format!("{registry}/debian:minbase@{digest}");
+
+    let pull = banger(
+        home.path(),
+        &[
+            "image",
+            "pull",
+            "--quiet",
+            "--insecure-registry",
+            &registry,
+            &pinned,
+        ],
+    );
+    assert!(pull.status.success(), "{}", stderr(&pull));
+    let inspect = banger(home.path(), &["image", "inspect", digest]);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let record: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(
+        record["references"],
+        serde_json::json!([format!("{registry}/debian@{digest}")])
+    );
+
+    // The same image pulled by tag gets a second, tagged row, and removing
+    // the tag removes exactly that row.
+    let tagged = format!("{registry}/debian:minbase");
+    let pull = banger(
+        home.path(),
+        &[
+            "image",
+            "pull",
+            "--quiet",
+            "--insecure-registry",
+            &registry,
+            &tagged,
+        ],
+    );
+    assert!(pull.status.success(), "{}", stderr(&pull));
+    let rows = |home: &Path| -> Vec<String> {
+        stdout(&banger(home, &["image", "ls"]))
+            .lines()
+            .skip(1)
+            .map(|line| {
+                line.split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    let repository = format!("{registry}/debian");
+    assert_eq!(
+        rows(home.path()),
+        vec![
+            format!("{repository} minbase"),
+            format!("{repository} <none>")
+        ]
+    );
+    let rm = banger(home.path(), &["image", "rm", &tagged]);
+    assert!(stdout(&rm).contains("untagged"), "{}", stdout(&rm));
+    assert_eq!(rows(home.path()), vec![format!("{repository} <none>")]);
+
+    let export = banger(
+        home.path(),
+        &[
+            "image",
+            "export",
+            &format!("{registry}/elsewhere@{digest}"),
+            "-o",
+            home.path().join("out.ext4").to_str().unwrap(),
+        ],
+    );
+    assert!(export.status.success(), "{}", stderr(&export));
+}
