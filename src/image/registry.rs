@@ -973,6 +973,25 @@ fn url_host_port(url: &reqwest::Url) -> String {
     }
 }
 
+/// Tells whether `error` or one of its causes is a TLS error, which a retry
+/// would meet again: a plain-HTTP server, a bad certificate or a protocol
+/// mismatch.
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        // `io::Error::source` skips the error it wraps, so step into it.
+        let wrapped = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        cause = wrapped.or_else(|| error.source());
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1018,23 +1037,4 @@ mod tests {
         );
         assert_eq!(media_type_of(br#"{"schemaVersion":2}"#), None);
     }
-}
-
-/// Tells whether `error` or one of its causes is a TLS error, which a retry
-/// would meet again: a plain-HTTP server, a bad certificate or a protocol
-/// mismatch.
-fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        if error.is::<rustls::Error>() {
-            return true;
-        }
-        // `io::Error::source` skips the error it wraps, so step into it.
-        let wrapped = error
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        cause = wrapped.or_else(|| error.source());
-    }
-    false
 }
