@@ -734,9 +734,9 @@ impl<'a> Session<'a> {
         let url = format!("{}/blobs/{digest}", self.base_url);
         let retry = &self.options.retry;
         let mut attempts_without_progress = 0;
-        // Progress means a byte beyond any earlier attempt: a server that
-        // ignores `Range` restarts the body at 0, so the bytes of each attempt
-        // alone would count as progress forever.
+        // An attempt makes progress only when it reaches a byte beyond every
+        // earlier attempt. A server that ignores `Range` restarts the body at
+        // 0, so counting each attempt's own bytes would find progress forever.
         let mut furthest = writer.written();
         while writer.written() < size {
             let offset = writer.written();
