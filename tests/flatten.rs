@@ -575,3 +575,55 @@ mod model {
         }
     }
 }
+
+/// A 1 MiB tmpfs mounted on a temporary directory, unmounted when dropped.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "banger-test-spool"])
+            .arg(dir.path())
+            .output()
+            .expect("mount (util-linux) must be installed");
+        assert!(
+            output.status.success(),
+            "mounting a tmpfs failed (tests must run as root): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { dir }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let status = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("failed to unmount {}", self.dir.path().display());
+        }
+    }
+}
+
+#[test]
+fn full_spool_is_a_host_resource_error() {
+    use banger::error::{Classify, ExitCode};
+
+    let dir = tempfile::tempdir().unwrap();
+    // A repeated byte gzips to a few KiB, but the spool needs the full 2 MiB.
+    let big = vec![0x5a_u8; 2 << 20];
+    let layer = LayerBuilder::new()
+        .file("big", 0o644, 0, &big)
+        .write_gzip(dir.path(), "1");
+    let tmpfs = SmallTmpfs::mount();
+    let mut spool = Spool::new_in(tmpfs.dir.path()).unwrap();
+
+    let error = flatten(&[layer], &mut spool).unwrap_err();
+    assert_eq!(error.exit_code(), ExitCode::HostResource, "{error}");
+    // The spool file must close before the tmpfs can be unmounted.
+    drop(spool);
+}

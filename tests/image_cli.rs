@@ -382,3 +382,231 @@ fn export_to_another_filesystem() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(fs::read(&target).unwrap(), b"ext4 bytes");
 }
+
+#[test]
+fn quiet_pull_prints_only_the_error() {
+    let home = tempfile::tempdir().unwrap();
+    // A loopback port with no listener: every connection is refused, and
+    // each refusal is retried with a warning unless `--quiet` is given.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let registry = format!("127.0.0.1:{port}");
+    let reference = format!("{registry}/debian:none");
+
+    let output = banger(
+        home.path(),
+        &[
+            "image",
+            "pull",
+            "--quiet",
+            "--insecure-registry",
+            &registry,
+            &reference,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(ExitCode::Remote as i32));
+    let stderr = stderr(&output);
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert!(stderr.contains("failed to reach registry"), "{stderr}");
+}
+
+#[test]
+fn broken_record_does_not_block_the_store() {
+    let home = tempfile::tempdir().unwrap();
+    let good = store_image(home.path(), "debian:bookworm", b"a", b"ext4");
+    let bad = store_image(home.path(), "debian:trixie", b"b", b"ext4");
+    let images = home.path().join("data/images");
+    let bad_record = images.join(bad.hex()).join("image.json");
+    fs::write(&bad_record, b"\x00garbage").unwrap();
+    let stray = images.join("zzzz");
+    fs::create_dir(&stray).unwrap();
+    fs::write(stray.join("image.json"), b"{}").unwrap();
+
+    let ls = banger(home.path(), &["image", "ls"]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    assert!(stdout(&ls).contains(&good.hex()[..12]), "{}", stdout(&ls));
+    assert!(
+        stderr(&ls).contains(&bad_record.display().to_string()),
+        "{}",
+        stderr(&ls)
+    );
+
+    let inspect = banger(home.path(), &["image", "inspect", "debian:bookworm"]);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+
+    let rm = banger(home.path(), &["image", "rm", &bad.to_string()]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    assert!(!images.join(bad.hex()).exists());
+
+    let prune = banger(home.path(), &["image", "prune"]);
+    assert!(prune.status.success(), "{}", stderr(&prune));
+    assert!(!stray.exists());
+    assert!(images.join(good.hex()).exists());
+}
+
+#[test]
+fn missing_rootfs_says_pull_again() {
+    let home = tempfile::tempdir().unwrap();
+    let digest = store_image(home.path(), "debian:bookworm", b"a", b"ext4");
+    let image_dir = home.path().join("data/images").join(digest.hex());
+    fs::remove_file(image_dir.join("rootfs.ext4")).unwrap();
+
+    let ls = banger(home.path(), &["image", "ls"]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    assert!(
+        !stdout(&ls).contains(&digest.hex()[..12]),
+        "{}",
+        stdout(&ls)
+    );
+
+    let inspect = banger(home.path(), &["image", "inspect", "debian:bookworm"]);
+    assert_eq!(inspect.status.code(), Some(ExitCode::NotFound as i32));
+    let message = stderr(&inspect);
+    assert!(message.contains("rootfs.ext4"), "{message}");
+    assert!(message.contains("pull it again"), "{message}");
+
+    let rm = banger(home.path(), &["image", "rm", "debian:bookworm"]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    assert!(!image_dir.exists());
+}
+
+#[test]
+fn digest_queries_find_the_image() {
+    let home = tempfile::tempdir().unwrap();
+    let digest = store_image(home.path(), "debian:bookworm", b"a", b"ext4");
+    let short = format!("sha256:{}", &digest.hex()[..12]);
+    let pinned = format!("127.0.0.1:5055/other@{digest}");
+
+    for query in [short.as_str(), pinned.as_str()] {
+        let output = banger(home.path(), &["image", "inspect", query]);
+        assert!(output.status.success(), "{query}: {}", stderr(&output));
+    }
+}
+
+#[test]
+fn corrupt_cached_layer_is_evicted() {
+    let registry = registry_address();
+    let home = tempfile::tempdir().unwrap();
+    let reference = format!("{registry}/debian:minbase");
+    let pull_args = [
+        "image",
+        "pull",
+        "--quiet",
+        "--insecure-registry",
+        &registry,
+        &reference,
+    ];
+    let first = banger(home.path(), &pull_args);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let rm = banger(home.path(), &["image", "rm", &reference]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+
+    // Flip one byte in the middle of the largest cached blob, the layer,
+    // keeping its size.
+    let blobs = home.path().join("cache/oci/blobs/sha256");
+    let layer = fs::read_dir(&blobs)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .max_by_key(|path| fs::metadata(path).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&layer).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&layer, &bytes).unwrap();
+    let hex = layer.file_name().unwrap().to_string_lossy().into_owned();
+
+    let second = banger(home.path(), &pull_args);
+    assert!(!second.status.success());
+    let message = stderr(&second);
+    assert!(message.contains(&format!("sha256:{hex}")), "{message}");
+    assert!(message.contains(&layer.display().to_string()), "{message}");
+    assert!(message.contains("pull the image again"), "{message}");
+    assert!(!layer.exists(), "corrupt blob left in the cache");
+
+    let third = banger(home.path(), &pull_args);
+    assert!(third.status.success(), "{}", stderr(&third));
+}
+
+#[test]
+fn pinned_pull_stores_the_digest_reference() {
+    let registry = registry_address();
+    let digest = fs::read_to_string(fixtures_dir().join("registry/minbase.digest")).unwrap();
+    let digest = digest.trim();
+    let home = tempfile::tempdir().unwrap();
+    let pinned = format!("{registry}/debian:minbase@{digest}");
+
+    let pull = banger(
+        home.path(),
+        &[
+            "image",
+            "pull",
+            "--quiet",
+            "--insecure-registry",
+            &registry,
+            &pinned,
+        ],
+    );
+    assert!(pull.status.success(), "{}", stderr(&pull));
+    let inspect = banger(home.path(), &["image", "inspect", digest]);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let record: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(
+        record["references"],
+        serde_json::json!([format!("{registry}/debian@{digest}")])
+    );
+
+    // The same image pulled by tag gets a second, tagged row, and removing
+    // the tag removes exactly that row.
+    let tagged = format!("{registry}/debian:minbase");
+    let pull = banger(
+        home.path(),
+        &[
+            "image",
+            "pull",
+            "--quiet",
+            "--insecure-registry",
+            &registry,
+            &tagged,
+        ],
+    );
+    assert!(pull.status.success(), "{}", stderr(&pull));
+    let rows = |home: &Path| -> Vec<String> {
+        stdout(&banger(home, &["image", "ls"]))
+            .lines()
+            .skip(1)
+            .map(|line| {
+                line.split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    let repository = format!("{registry}/debian");
+    assert_eq!(
+        rows(home.path()),
+        vec![
+            format!("{repository} minbase"),
+            format!("{repository} <none>")
+        ]
+    );
+    let rm = banger(home.path(), &["image", "rm", &tagged]);
+    assert!(stdout(&rm).contains("untagged"), "{}", stdout(&rm));
+    assert_eq!(rows(home.path()), vec![format!("{repository} <none>")]);
+
+    let export = banger(
+        home.path(),
+        &[
+            "image",
+            "export",
+            &format!("{registry}/elsewhere@{digest}"),
+            "-o",
+            home.path().join("out.ext4").to_str().unwrap(),
+        ],
+    );
+    assert!(export.status.success(), "{}", stderr(&export));
+}

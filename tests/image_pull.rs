@@ -290,14 +290,20 @@ async fn registry_not_named_insecure_gets_https() {
     let registry = registry_address();
     let dir = tempfile::tempdir().unwrap();
     let cache = BlobCache::open(dir.path()).unwrap();
-    let mut options = fast_options("other.example:1");
-    options.retry.max_attempts = 1;
+    let options = fast_options("other.example:1");
 
     let error = pull_into(&format!("{registry}/debian:minbase"), &options, &cache)
         .await
         .unwrap_err();
     assert_eq!(error.exit_code(), ExitCode::Remote, "{error}");
     assert!(error.to_string().contains("https://"), "{error}");
+    // The TLS handshake with a plain-HTTP server fails the same way every
+    // time, so it is not retried.
+    assert!(
+        matches!(error, PullError::Connection { attempts: 1, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("--insecure-registry"), "{error}");
     assert!(assert_cache_clean(&cache).is_empty());
 }
 
@@ -370,6 +376,8 @@ struct RegistryState {
     faults: HashMap<String, VecDeque<Fault>>,
     /// Blobs whose every response stops at this byte offset.
     stop_at: HashMap<String, usize>,
+    /// Blobs served whole with 200 whatever `Range` the request carries.
+    ignore_range: std::collections::HashSet<String>,
     /// When set, bearer tokens are required, and each is accepted this many times.
     token_budget: Option<u32>,
     tokens_issued: u32,
@@ -683,13 +691,14 @@ async fn serve_connection(
         log(404);
         return respond(&mut stream, 404, &[], b"").await;
     };
-    let (blob, fault, stop_at) = {
+    let (blob, fault, stop_at, ignore_range) = {
         let mut state = state.lock().unwrap();
         let fault = state.faults.get_mut(digest).and_then(VecDeque::pop_front);
         (
             state.blobs.get(digest).cloned(),
             fault,
             state.stop_at.get(digest).copied(),
+            state.ignore_range.contains(digest),
         )
     };
     let Some(blob) = blob else {
@@ -708,6 +717,7 @@ async fn serve_connection(
         .get("range")
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok())
+        .filter(|_| !ignore_range)
         .unwrap_or(0);
     let end = stop_at.unwrap_or(blob.len()).min(blob.len());
     let (status, mut headers) = if start > 0 {
@@ -866,6 +876,40 @@ async fn truncated_body_fails_cleanly() {
 
     registry.state.lock().unwrap().stop_at.clear();
     assert_later_pull_succeeds(&registry, &image, &cache).await;
+}
+
+#[tokio::test]
+async fn ignored_range_on_short_body_gives_up() {
+    let (registry, image) = FaultyRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path()).unwrap();
+    let stop = image.layer_size / 2;
+    {
+        let mut state = registry.state.lock().unwrap();
+        state.stop_at.insert(image.layer_digest.clone(), stop);
+        state.ignore_range.insert(image.layer_digest.clone());
+    }
+    let options = fast_options(&registry.address);
+
+    let reference = registry.reference("small");
+    let pull = pull_into(&reference, &options, &cache);
+    let error = tokio::time::timeout(Duration::from_secs(20), pull)
+        .await
+        .expect("pull gives up instead of resuming forever")
+        .unwrap_err();
+    assert!(
+        matches!(error, PullError::Truncated { received, .. } if received == stop as u64),
+        "{error}"
+    );
+    assert_eq!(error.exit_code(), ExitCode::Remote);
+    let requests = registry.blob_requests(&image.layer_digest);
+    assert!(
+        requests.len() <= options.retry.max_attempts as usize,
+        "{} requests: {requests:?}",
+        requests.len()
+    );
+    assert!(!layer_cached(&cache, &image));
+    assert_cache_clean(&cache);
 }
 
 #[tokio::test]
@@ -1225,6 +1269,42 @@ async fn index_selects_the_platform() {
         matches!(error, PullError::PlatformNotFound { .. }),
         "{error}"
     );
+
+    // The index lists linux/arm64/v8, but the registry lacks its manifest.
+    options.platform = "linux/arm64/v8".parse().unwrap();
+    let error = pull_into(&registry.reference("multi"), &options, &cache)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, PullError::IndexEntryNotFound { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(&missing_arm), "{message}");
+    assert!(!message.contains("check the name and tag"), "{message}");
+    assert_eq!(error.exit_code(), ExitCode::NotFound);
+
+    // Entries without a platform leave nothing to list.
+    let bare = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest, "size": image.manifest.len()},
+        ],
+    }))
+    .unwrap();
+    registry
+        .state
+        .lock()
+        .unwrap()
+        .manifests
+        .insert("bare".to_owned(), (bare, OCI_INDEX.to_owned()));
+    let error = pull_into(&registry.reference("bare"), &options, &cache)
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(!message.contains("(available: )"), "{message}");
+    assert!(message.contains("no platform"), "{message}");
 }
 
 #[tokio::test]

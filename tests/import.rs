@@ -157,3 +157,27 @@ fn garbage_input_rejected() {
     let err = import_path(&path, None, scratch.path()).unwrap_err();
     assert!(matches!(err, ImportError::Invalid { .. }), "{err}");
 }
+
+#[test]
+fn garbage_tar_header_is_escaped() {
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("garbage.tar");
+    // A ustar header whose name holds an ANSI escape and whose checksum
+    // field is not a number, followed by the end-of-archive blocks.
+    let mut header = vec![0u8; 512];
+    header[..9].copy_from_slice(b"\x01\x02\x1b[31mab");
+    header[100..108].copy_from_slice(b"0000644\0");
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header.extend_from_slice(&[0u8; 1024]);
+    std::fs::write(&path, &header).unwrap();
+
+    let err = import_path(&path, None, scratch.path()).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, ImportError::Invalid { .. }), "{message}");
+    assert!(
+        !message.chars().any(char::is_control),
+        "control characters in {message:?}"
+    );
+    assert!(message.contains("\\u{1b}"), "{message:?}");
+}

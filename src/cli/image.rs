@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use super::{Context, Failure};
 use crate::error::{Classify, ExitCode};
 use crate::image::blob_cache::BlobCache;
-use crate::image::build::{build_rootfs, Headroom};
-use crate::image::flatten::{Layer, LayerSource};
+use crate::image::build::{build_rootfs, BuildError, Headroom};
+use crate::image::flatten::{FlattenError, Layer, LayerSource};
 use crate::image::import::{import_path, import_reader, ImportedImage};
 use crate::image::model::{Digest, ImageConfig, LayerBlob, RootFs};
 use crate::image::platform::Platform as ImagePlatform;
@@ -148,6 +148,7 @@ fn run_pull(args: &PullArgs, context: &Context) -> Result<(), Failure> {
     let cache = open_cache(context)?;
     let store = open_store(context)?;
     let _pull_guard = store.begin_pull()?;
+    let _cache_guard = cache.lock_for_pull().map_err(PullError::from)?;
     let progress = Progress::new(ProgressMode::detect(args.quiet));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -161,9 +162,15 @@ fn run_pull(args: &PullArgs, context: &Context) -> Result<(), Failure> {
         })?;
     let pulled = runtime.block_on(pull(&reference, &options, &cache, &progress))?;
 
+    // A reference pinned by digest names that digest only, as in Docker: its
+    // tag selects nothing and must not show up as a tag of the image.
+    let stored_name = match reference.digest() {
+        Some(digest) => reference.with_digest(digest).to_string(),
+        None => reference.to_string(),
+    };
     let record = store.install(
         &pulled,
-        Some(&reference.to_string()),
+        Some(&stored_name),
         &options.platform.to_string(),
         |rootfs| {
             progress.message(&format!("{reference}: building the ext4 root filesystem"));
@@ -191,12 +198,52 @@ fn build_pulled(
     })?;
     let identity = pulled.manifest_digest.to_string();
     build_rootfs(&layers, &identity, Headroom::default(), rootfs).map_err(|error| {
+        let mut message = error.to_string();
+        if matches!(
+            error,
+            BuildError::Flatten(FlattenError::Tar { .. } | FlattenError::DiffIdMismatch { .. })
+        ) && error.exit_code() != ExitCode::HostResource
+        {
+            message.push_str(&evict_corrupt_layers(pulled, cache));
+        }
         BuildFailure {
-            message: error.to_string(),
+            message,
             code: error.exit_code(),
         }
     })?;
     Ok(())
+}
+
+/// Re-hashes the cached layer blobs of `pulled` after its layers failed to
+/// flatten, and removes those whose bytes no longer match their digest: they
+/// were verified when stored, so they changed on disk, and the next pull
+/// fetches them again. Returns text for the error message naming what was
+/// removed, or nothing when every blob is intact and the image itself is bad.
+fn evict_corrupt_layers(pulled: &PulledImage, cache: &BlobCache) -> String {
+    let mut notes = String::new();
+    for layer in &pulled.layers {
+        let path = cache.path(&layer.digest);
+        match cache.verify(&layer.digest) {
+            Ok(true) => {}
+            Ok(false) => match cache.remove_blob(&layer.digest) {
+                Ok(_) => notes.push_str(&format!(
+                    "; cached blob {} (`{}`) is corrupt on disk and was removed from the cache, so pull the image again",
+                    layer.digest,
+                    path.display()
+                )),
+                Err(error) => notes.push_str(&format!(
+                    "; cached blob {} (`{}`) is corrupt on disk but could not be removed ({error}); delete it and pull the image again",
+                    layer.digest,
+                    path.display()
+                )),
+            },
+            Err(error) => notes.push_str(&format!(
+                "; cached blob {} could not be checked: {error}",
+                layer.digest
+            )),
+        }
+    }
+    notes
 }
 
 fn run_import(args: &ImportArgs, context: &Context) -> Result<(), Failure> {
@@ -401,17 +448,25 @@ fn repository_and_tag(record: &ImageRecord) -> Vec<(String, String)> {
     if record.references.is_empty() {
         return vec![("<none>".to_owned(), "<none>".to_owned())];
     }
-    record
-        .references
-        .iter()
-        .map(|text| match ImageReference::parse(text) {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for text in &record.references {
+        let row = match ImageReference::parse(text) {
+            // A digest-pinned reference has no tag to show.
+            Ok(reference) if reference.digest().is_some() => (
+                format!("{}/{}", reference.registry(), reference.repository()),
+                "<none>".to_owned(),
+            ),
             Ok(reference) => (
                 format!("{}/{}", reference.registry(), reference.repository()),
                 reference.tag().unwrap_or("<none>").to_owned(),
             ),
             Err(_) => (text.clone(), "<none>".to_owned()),
-        })
-        .collect()
+        };
+        if !rows.contains(&row) {
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 fn run_inspect(query: &str, context: &Context) -> Result<(), Failure> {
@@ -442,6 +497,18 @@ fn run_prune(context: &Context) -> Result<(), Failure> {
     let store = open_store(context)?;
     let cache = open_cache(context)?;
     let report = store.prune(&cache)?;
+    if !report.leftovers_removed.is_empty() {
+        println!(
+            "removed {} leftover temporary and lock files",
+            report.leftovers_removed.len()
+        );
+    }
+    if !report.broken_removed.is_empty() {
+        println!(
+            "removed {} broken image directories",
+            report.broken_removed.len()
+        );
+    }
     println!(
         "removed {} images and {} blobs, freed {}",
         report.images_removed.len(),

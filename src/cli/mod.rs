@@ -201,7 +201,15 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
     }
 
     let config = Config::load(cli.config.as_deref())?;
-    init_logging(config.log_level.raised_by(cli.verbose));
+    // `--quiet` promises only errors, so it also silences retry warnings.
+    let quiet =
+        matches!(&cli.command, Command::Image(image::ImageCommand::Pull(args)) if args.quiet);
+    let base_level = if quiet {
+        crate::store::config::LogLevel::Error
+    } else {
+        config.log_level
+    };
+    init_logging(base_level.raised_by(cli.verbose));
     tracing::debug!(file = ?config.file, ?config.paths, "loaded configuration");
 
     let context = Context {

@@ -8,11 +8,14 @@
 //! [`BlobCache::has`] also compares the size and treats a wrong one as
 //! missing. Writers of one digest are serialized by an `flock` on a lock file
 //! per digest, which works between processes and between handles of one
-//! process.
+//! process. Pulls hold a shared `flock` on `.banger-locks/pulls` while they
+//! write blobs and store their image, and prune takes it exclusively, so a
+//! prune run with any data directory never deletes blobs a running pull
+//! just wrote.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,6 +35,12 @@ const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Prefix of temporary blob files; `.tmp-<hex>-<pid>-<n>`.
 const TEMP_PREFIX: &str = ".tmp-";
+
+/// Lock file that pulls hold shared and prune holds exclusively.
+const PULLS_LOCK: &str = "pulls";
+
+/// Lock file that serializes `index.json` updates.
+const INDEX_LOCK: &str = "index.json";
 
 /// Counter that keeps temporary names of one process apart.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -85,6 +94,20 @@ pub enum BlobSlot {
     Writer(Box<BlobWriter>),
 }
 
+/// A lock on the whole cache: shared by pulls, exclusive for prune.
+#[derive(Debug)]
+pub struct CacheLock {
+    _lock: File,
+}
+
+/// Temporary blob files and lock files deleted by [`BlobCache::remove_leftovers`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    pub temp_files: Vec<PathBuf>,
+    pub lock_files: Vec<PathBuf>,
+    pub bytes_freed: u64,
+}
+
 impl BlobCache {
     /// Opens the OCI layout at `root` (such as `<cache>/oci`), creating the
     /// directory, `oci-layout` and an empty `index.json` when missing.
@@ -101,13 +124,97 @@ impl BlobCache {
         }
         let index = cache.index_path();
         if !index.exists() {
-            let _lock = cache.lock_blocking("index.json")?;
+            let _lock = cache.lock_blocking(INDEX_LOCK)?;
             if !index.exists() {
                 let empty = json!({"schemaVersion": 2, "manifests": []});
                 write_atomically(&index, empty.to_string().as_bytes())?;
             }
         }
         Ok(cache)
+    }
+
+    /// Takes the shared lock a pull holds while it writes blobs and stores
+    /// its image, waiting while a prune runs.
+    pub fn lock_for_pull(&self) -> Result<CacheLock, CacheError> {
+        let lock = self.acquire(PULLS_LOCK, FlockOperation::LockShared)?;
+        // A blocking flock either succeeds or fails with an error.
+        let lock = lock.expect("a blocking lock is always taken");
+        Ok(CacheLock { _lock: lock })
+    }
+
+    /// Takes the exclusive lock prune needs, or returns `None` while a pull
+    /// holds it shared.
+    pub fn try_lock_for_prune(&self) -> Result<Option<CacheLock>, CacheError> {
+        let lock = self.acquire(PULLS_LOCK, FlockOperation::NonBlockingLockExclusive)?;
+        Ok(lock.map(|lock| CacheLock { _lock: lock }))
+    }
+
+    /// Deletes temporary blob files and per-digest lock files that no live
+    /// writer holds: a writer keeps its digest's `flock` for as long as its
+    /// temporary file exists, so a lock taken here proves the file is
+    /// left over from a killed process. Call it with
+    /// [`BlobCache::try_lock_for_prune`] held.
+    pub fn remove_leftovers(&self) -> Result<Leftovers, CacheError> {
+        let mut leftovers = Leftovers::default();
+        let blobs = self.blobs_dir();
+        let entries = fs::read_dir(&blobs).map_err(CacheError::io("list", &blobs))?;
+        for entry in entries {
+            let entry = entry.map_err(CacheError::io("list", &blobs))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+                continue;
+            };
+            let hex = rest.split('-').next().unwrap_or_default();
+            let lock_name = format!("sha256-{hex}");
+            let Some(_lock) = self.acquire(&lock_name, FlockOperation::NonBlockingLockExclusive)?
+            else {
+                continue;
+            };
+            let path = entry.path();
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    leftovers.bytes_freed += size;
+                    leftovers.temp_files.push(path);
+                }
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(CacheError::Io {
+                        action: "remove",
+                        path,
+                        source,
+                    })
+                }
+            }
+        }
+
+        let locks = self.locks_dir();
+        let entries = fs::read_dir(&locks).map_err(CacheError::io("list", &locks))?;
+        for entry in entries {
+            let entry = entry.map_err(CacheError::io("list", &locks))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == PULLS_LOCK || name == INDEX_LOCK {
+                continue;
+            }
+            // Unlinking under the lock is safe because `acquire` checks,
+            // after locking, that the path still names the file it locked.
+            let Some(_lock) = self.acquire(&name, FlockOperation::NonBlockingLockExclusive)? else {
+                continue;
+            };
+            let path = entry.path();
+            match fs::remove_file(&path) {
+                Ok(()) => leftovers.lock_files.push(path),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(CacheError::Io {
+                        action: "remove",
+                        path,
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(leftovers)
     }
 
     /// Returns the layout directory.
@@ -169,6 +276,25 @@ impl BlobCache {
         Ok(bytes)
     }
 
+    /// Hashes a cached blob and tells whether its bytes still match its
+    /// digest. A missing blob is an [`io::ErrorKind::NotFound`] error.
+    pub fn verify(&self, digest: &Digest) -> Result<bool, CacheError> {
+        let path = self.path(digest);
+        let mut file = self.open_blob(digest)?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let read = file
+                .read(&mut buffer)
+                .map_err(CacheError::io("read", &path))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        Ok(Digest::from_sha256(&hasher.finalize()) == *digest)
+    }
+
     /// Takes the digest's lock, waiting while another writer holds it, and
     /// returns [`BlobSlot::Cached`] when the blob arrived meanwhile or a
     /// writer otherwise.
@@ -201,7 +327,7 @@ impl BlobCache {
         digest: &Digest,
         size: u64,
     ) -> Result<(), CacheError> {
-        let _lock = self.lock_blocking("index.json")?;
+        let _lock = self.lock_blocking(INDEX_LOCK)?;
         let path = self.index_path();
         let text = fs::read_to_string(&path).map_err(CacheError::io("read", &path))?;
         let mut index: Value =
@@ -267,7 +393,7 @@ impl BlobCache {
     /// Drops `index.json` entries whose manifest blob is no longer cached.
     /// Returns how many were dropped.
     pub fn untag_missing(&self) -> Result<usize, CacheError> {
-        let _lock = self.lock_blocking("index.json")?;
+        let _lock = self.lock_blocking(INDEX_LOCK)?;
         let path = self.index_path();
         let text = fs::read_to_string(&path).map_err(CacheError::io("read", &path))?;
         let mut index: Value =
@@ -373,37 +499,61 @@ impl BlobCache {
     }
 
     fn lock_blocking(&self, name: &str) -> Result<File, CacheError> {
-        let file = self.open_lock_file(name)?;
-        flock(&file, FlockOperation::LockExclusive).map_err(|errno| CacheError::Io {
-            action: "lock",
-            path: self.locks_dir().join(name),
-            source: errno.into(),
-        })?;
-        Ok(file)
+        let lock = self.acquire(name, FlockOperation::LockExclusive)?;
+        // A blocking flock either succeeds or fails with an error.
+        Ok(lock.expect("a blocking lock is always taken"))
     }
 
-    async fn lock_polling(&self, digest: &Digest) -> Result<File, CacheError> {
-        let name = format!("sha256-{}", digest.hex());
-        let file = self.open_lock_file(&name)?;
-        let mut logged = false;
+    /// Opens and locks the lock file `name` with `operation`; `None` when a
+    /// non-blocking lock is held elsewhere. Prune may unlink a lock file
+    /// between its open and its flock here, so the lock counts only when the
+    /// path still names the locked file, and otherwise the file is opened
+    /// again.
+    fn acquire(&self, name: &str, operation: FlockOperation) -> Result<Option<File>, CacheError> {
+        let path = self.locks_dir().join(name);
         loop {
-            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Ok(file),
-                Err(rustix::io::Errno::WOULDBLOCK) => {
-                    if !logged {
-                        debug!(digest = %digest, "waiting for another writer of this blob");
-                        logged = true;
-                    }
-                    tokio::time::sleep(LOCK_POLL_INTERVAL).await;
-                }
+            let file = self.open_lock_file(name)?;
+            match flock(&file, operation) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
                 Err(errno) => {
                     return Err(CacheError::Io {
                         action: "lock",
-                        path: self.locks_dir().join(name),
+                        path,
                         source: errno.into(),
                     })
                 }
             }
+            let locked = file.metadata().map_err(CacheError::io("inspect", &path))?;
+            match fs::metadata(&path) {
+                Ok(current) if current.ino() == locked.ino() && current.dev() == locked.dev() => {
+                    return Ok(Some(file))
+                }
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(CacheError::Io {
+                        action: "inspect",
+                        path,
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    async fn lock_polling(&self, digest: &Digest) -> Result<File, CacheError> {
+        let name = format!("sha256-{}", digest.hex());
+        let mut logged = false;
+        loop {
+            if let Some(file) = self.acquire(&name, FlockOperation::NonBlockingLockExclusive)? {
+                return Ok(file);
+            }
+            if !logged {
+                debug!(digest = %digest, "waiting for another writer of this blob");
+                logged = true;
+            }
+            tokio::time::sleep(LOCK_POLL_INTERVAL).await;
         }
     }
 }
@@ -593,6 +743,57 @@ mod tests {
         drop(writer);
         assert!(entries(&dir.path().join("blobs/sha256")).is_empty());
         assert!(!cache.has(&digest, 5).unwrap());
+    }
+
+    #[tokio::test]
+    async fn leftovers_of_dead_writers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path()).unwrap();
+        let blobs = dir.path().join("blobs/sha256");
+        // A temporary file of a killed pull: no process holds its lock.
+        let dead = Digest::of(b"dead");
+        let dead_temp = blobs.join(format!("{TEMP_PREFIX}{}-1-0", dead.hex()));
+        fs::write(&dead_temp, b"de").unwrap();
+        drop(cache.acquire(
+            &format!("sha256-{}", dead.hex()),
+            FlockOperation::LockExclusive,
+        ));
+        // A live writer keeps its temporary file and its lock.
+        let live = Digest::of(b"live");
+        let BlobSlot::Writer(mut writer) = cache.begin_write(&live, 4).await.unwrap() else {
+            panic!("empty cache returned Cached");
+        };
+        writer.write(b"li").unwrap();
+
+        let leftovers = cache.remove_leftovers().unwrap();
+        assert_eq!(leftovers.temp_files, vec![dead_temp.clone()]);
+        assert_eq!(leftovers.bytes_freed, 2);
+        let locks = entries(&dir.path().join(".banger-locks"));
+        assert!(
+            !locks.contains(&format!("sha256-{}", dead.hex())),
+            "{locks:?}"
+        );
+        assert!(
+            locks.contains(&format!("sha256-{}", live.hex())),
+            "{locks:?}"
+        );
+        assert_eq!(entries(&blobs).len(), 1, "live temporary file kept");
+
+        writer.write(b"ve").unwrap();
+        writer.finish().unwrap();
+        assert!(cache.has(&live, 4).unwrap());
+    }
+
+    #[test]
+    fn prune_lock_waits_for_pulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path()).unwrap();
+        let other_handle = BlobCache::open(dir.path()).unwrap();
+        let pull = cache.lock_for_pull().unwrap();
+        assert!(other_handle.try_lock_for_prune().unwrap().is_none());
+        drop(pull);
+        let prune = other_handle.try_lock_for_prune().unwrap();
+        assert!(prune.is_some());
     }
 
     #[tokio::test]

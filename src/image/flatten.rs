@@ -126,9 +126,17 @@ pub enum FlattenError {
 
 impl Classify for FlattenError {
     fn exit_code(&self) -> ExitCode {
-        // Every cause is bad or corrupt image content, or an unreadable
-        // blob, none of which has a more specific code.
-        ExitCode::General
+        match self {
+            // The spool is host disk space (a full disk, a quota), as are
+            // the ext4 image and the cache.
+            Self::Tar {
+                source: TarError::Spool { .. },
+                ..
+            } => ExitCode::HostResource,
+            // Every other cause is bad or corrupt image content, or an
+            // unreadable blob, none of which has a more specific code.
+            _ => ExitCode::General,
+        }
     }
 }
 

@@ -654,9 +654,34 @@ fn io_error(path: &Path, source: io::Error) -> ImportError {
     }
 }
 
+/// Builds an [`ImportError::Invalid`]. Reasons often quote bytes of the
+/// input (tar header fields, member names), so control characters are
+/// escaped to keep them from acting on the terminal, and a long reason is
+/// cut short.
 fn invalid(path: &Path, reason: String) -> ImportError {
     ImportError::Invalid {
         path: path.to_path_buf(),
-        reason,
+        reason: printable(&reason),
     }
+}
+
+/// Maximum characters of an error reason kept by [`printable`].
+const MAX_REASON_CHARS: usize = 300;
+
+/// Escapes control characters in `text` as Rust does in string literals and
+/// cuts it to [`MAX_REASON_CHARS`] characters.
+fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for (count, c) in text.chars().enumerate() {
+        if count == MAX_REASON_CHARS {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -23,10 +23,17 @@ pub enum PullError {
     #[error("image {reference} not found in registry {registry}; check the name and tag")]
     ManifestNotFound { reference: String, registry: String },
 
+    #[error("manifest {digest} for platform {platform}, listed in the index of {reference}, not found in the registry; the image is incomplete there")]
+    IndexEntryNotFound {
+        reference: String,
+        platform: String,
+        digest: Digest,
+    },
+
     #[error("blob {digest} of image {reference} not found in the registry; the image is incomplete there")]
     BlobNotFound { reference: String, digest: Digest },
 
-    #[error("image {reference} has no manifest for platform {platform} (available: {}); choose one with --platform", available.join(", "))]
+    #[error("image {reference} has no manifest for platform {platform} ({}); choose one with --platform", describe_available(available))]
     PlatformNotFound {
         reference: String,
         platform: String,
@@ -128,6 +135,7 @@ impl Classify for PullError {
                 ExitCode::Usage
             }
             Self::ManifestNotFound { .. }
+            | Self::IndexEntryNotFound { .. }
             | Self::BlobNotFound { .. }
             | Self::PlatformNotFound { .. } => ExitCode::NotFound,
             Self::Cache(_) => ExitCode::HostResource,
@@ -145,5 +153,15 @@ impl Classify for PullError {
             | Self::Token { .. }
             | Self::InvalidUrl { .. } => ExitCode::Remote,
         }
+    }
+}
+
+/// Lists the platforms of an index for an error message, or says that its
+/// entries name none.
+fn describe_available(available: &[String]) -> String {
+    if available.is_empty() {
+        "the index entries name no platform".to_owned()
+    } else {
+        format!("available: {}", available.join(", "))
     }
 }

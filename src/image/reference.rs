@@ -52,6 +52,15 @@ impl ImageReference {
         }
 
         let inner = Reference::from_str(input).map_err(|error| invalid(&describe(&error)))?;
+        // The grammar takes any run of digits as a port, so `host:99999`
+        // would otherwise fail only when the HTTP client builds the URL.
+        if let Some((_, port)) = inner.registry().rsplit_once(':') {
+            if !port.parse::<u16>().is_ok_and(|port| port > 0) {
+                return Err(invalid(&format!(
+                    "registry port `{port}` is not a number from 1 to 65535"
+                )));
+            }
+        }
         let digest = match inner.digest() {
             Some(text) => Some(
                 text.parse::<Digest>()
@@ -220,6 +229,9 @@ mod tests {
             "debian bookworm",
             "/debian",
             "registry.example.com/",
+            "127.0.0.1:99999/x:y",
+            "localhost:65536/debian",
+            "localhost:0/debian",
         ] {
             let error = ImageReference::parse(input).expect_err(input);
             assert!(error.to_string().contains("invalid image reference"));

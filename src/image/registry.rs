@@ -314,7 +314,7 @@ impl<'a> Session<'a> {
             {
                 Ok(fresh) => break fresh,
                 Err(oci_client::errors::OciDistributionError::RequestError(source))
-                    if attempt < self.options.retry.max_attempts =>
+                    if attempt < self.options.retry.max_attempts && !is_tls_failure(&source) =>
                 {
                     let pause = self.options.retry.backoff(attempt);
                     warn!(error = %source, attempt, ?pause, "token request failed; retrying");
@@ -374,8 +374,13 @@ impl<'a> Session<'a> {
 
             let response = match request.send().await {
                 Ok(response) => response,
-                // A rejected redirect fails the same way on every attempt.
-                Err(source) if attempt < retry.max_attempts && !source.is_redirect() => {
+                // A rejected redirect or a TLS failure (such as HTTPS to a
+                // plain-HTTP registry) fails the same way on every attempt.
+                Err(source)
+                    if attempt < retry.max_attempts
+                        && !source.is_redirect()
+                        && !is_tls_failure(&source) =>
+                {
                     let pause = retry.backoff(attempt);
                     warn!(url, error = %source, attempt, ?pause, "request failed; retrying");
                     tokio::time::sleep(pause).await;
@@ -466,9 +471,19 @@ impl<'a> Session<'a> {
         let entry_digest = self.parse_digest(&entry.digest, "index", &digest)?;
         debug!(index = %digest, manifest = %entry_digest, %platform, "platform selected from index");
 
-        let (bytes, media_type, digest) = self
+        let fetched = self
             .fetch_manifest(&entry_digest.to_string(), Some(&entry_digest))
-            .await?;
+            .await;
+        let (bytes, media_type, digest) = match fetched {
+            Err(PullError::ManifestNotFound { .. }) => {
+                return Err(PullError::IndexEntryNotFound {
+                    reference: self.reference.to_string(),
+                    platform: platform.to_string(),
+                    digest: entry_digest,
+                })
+            }
+            other => other?,
+        };
         if u64::try_from(entry.size).ok() != Some(bytes.len() as u64) {
             return Err(PullError::InvalidDocument {
                 reference: self.reference.to_string(),
@@ -719,6 +734,10 @@ impl<'a> Session<'a> {
         let url = format!("{}/blobs/{digest}", self.base_url);
         let retry = &self.options.retry;
         let mut attempts_without_progress = 0;
+        // An attempt makes progress only when it reaches a byte beyond every
+        // earlier attempt. A server that ignores `Range` restarts the body at
+        // 0, so counting each attempt's own bytes would find progress forever.
+        let mut furthest = writer.written();
         while writer.written() < size {
             let offset = writer.written();
             let mut headers = HeaderMap::new();
@@ -762,8 +781,7 @@ impl<'a> Session<'a> {
                 return Err(self.status_error(&url, response).await);
             }
 
-            let start = writer.written();
-            blob_progress.started(start);
+            blob_progress.started(writer.written());
             let mut body = response.bytes_stream();
             let mut interruption = None;
             while let Some(chunk) = body.next().await {
@@ -792,7 +810,8 @@ impl<'a> Session<'a> {
             if received == size {
                 break;
             }
-            if received > start {
+            if received > furthest {
+                furthest = received;
                 attempts_without_progress = 0;
             }
             attempts_without_progress += 1;
@@ -952,6 +971,25 @@ fn url_host_port(url: &reqwest::Url) -> String {
         (Some(host), None) => host.to_owned(),
         _ => String::new(),
     }
+}
+
+/// Tells whether `error` or one of its causes is a TLS error, which a retry
+/// would meet again: a plain-HTTP server, a bad certificate or a protocol
+/// mismatch.
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        // `io::Error::source` skips the error it wraps, so step into it.
+        let wrapped = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        cause = wrapped.or_else(|| error.source());
+    }
+    false
 }
 
 #[cfg(test)]

@@ -107,6 +107,14 @@ pub enum StoreError {
     },
     #[error("image `{query}` not found; `banger image ls` lists the stored images")]
     NotFound { query: String },
+    #[error(
+        "image `{query}` is broken: {reason}; run `banger image rm {query}` and pull it again"
+    )]
+    Broken {
+        query: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("image `{query}` is ambiguous: it matches {}; give more digest characters", matches.join(", "))]
     Ambiguous { query: String, matches: Vec<String> },
     #[error("a pull or import is running; run `banger image prune` again after it finishes")]
@@ -126,7 +134,7 @@ pub enum StoreError {
 impl Classify for StoreError {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Self::NotFound { .. } => ExitCode::NotFound,
+            Self::NotFound { .. } | Self::Broken { .. } => ExitCode::NotFound,
             Self::Ambiguous { .. } => ExitCode::Usage,
             Self::Busy => ExitCode::Conflict,
             Self::ExportTarget { .. } => ExitCode::Usage,
@@ -157,6 +165,11 @@ pub enum Removal {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PruneReport {
     pub images_removed: Vec<Digest>,
+    /// Image directories whose record or root filesystem was unusable.
+    pub broken_removed: Vec<PathBuf>,
+    /// Temporary files and directories and lock files that no live process
+    /// held, in the store and the cache.
+    pub leftovers_removed: Vec<PathBuf>,
     pub blobs_removed: Vec<Digest>,
     pub bytes_freed: u64,
 }
@@ -204,30 +217,85 @@ impl ImageStore {
         read_record(&self.image_dir(digest).join(RECORD_FILE))
     }
 
-    /// Lists every stored image, sorted by creation time, newest first.
+    /// Lists every usable stored image, sorted by creation time, newest
+    /// first. Broken image directories are skipped with a warning.
     pub fn list(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let (records, broken) = self.scan()?;
+        for image in &broken {
+            warn!(
+                "skipping broken image `{}`: {}; `banger image prune` removes it",
+                image.dir.display(),
+                image.reason
+            );
+        }
+        Ok(records)
+    }
+
+    /// Reads every image directory: usable records, sorted newest first, and
+    /// the directories whose record is missing or invalid, names another
+    /// digest, or whose `rootfs.ext4` is gone.
+    fn scan(&self) -> Result<(Vec<ImageRecord>, Vec<BrokenImage>), StoreError> {
         let entries = fs::read_dir(&self.root).map_err(io_error("list", &self.root))?;
         let mut records = Vec::new();
+        let mut broken = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_error("list", &self.root))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
-            if let Some(record) = read_record(&entry.path().join(RECORD_FILE))? {
-                records.push(record);
+            let dir = entry.path();
+            let name_digest = format!("sha256:{name}").parse::<Digest>().ok();
+            let broken_image = |reason: String, record: Option<ImageRecord>| BrokenImage {
+                digest: name_digest
+                    .clone()
+                    .or_else(|| record.as_ref().map(|r| r.manifest_digest.clone())),
+                dir: dir.clone(),
+                reason,
+                record,
+            };
+            let record = match read_record(&dir.join(RECORD_FILE)) {
+                Ok(Some(record)) => record,
+                Ok(None) => {
+                    broken.push(broken_image(format!("{RECORD_FILE} is missing"), None));
+                    continue;
+                }
+                Err(error @ StoreError::InvalidRecord { .. }) => {
+                    broken.push(broken_image(error.to_string(), None));
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            if record.manifest_digest.hex() != name {
+                let reason = format!("{RECORD_FILE} names image {}", record.manifest_digest);
+                broken.push(broken_image(reason, Some(record)));
+                continue;
             }
+            let rootfs = dir.join(ROOTFS_FILE);
+            if !rootfs.is_file() {
+                let reason = format!("root filesystem `{}` is missing", rootfs.display());
+                broken.push(broken_image(reason, Some(record)));
+                continue;
+            }
+            records.push(record);
         }
         records.sort_by_key(|r| std::cmp::Reverse(r.created));
-        Ok(records)
+        Ok((records, broken))
     }
 
     /// Finds an image by reference (`debian:bookworm`), digest
     /// (`sha256:<hex>`) or a digest prefix of at least 12 hex characters.
     pub fn find(&self, query: &str) -> Result<ImageRecord, StoreError> {
-        let records = self.list()?;
-        let not_found = || StoreError::NotFound {
-            query: query.to_owned(),
+        let (records, broken) = self.scan()?;
+        let not_found = || match broken.iter().find(|image| image.matches(query)) {
+            Some(image) => StoreError::Broken {
+                query: query.to_owned(),
+                path: image.dir.clone(),
+                reason: image.reason.clone(),
+            },
+            None => StoreError::NotFound {
+                query: query.to_owned(),
+            },
         };
 
         if let Ok(digest) = query.parse::<Digest>() {
@@ -236,9 +304,7 @@ impl ImageStore {
                 .find(|r| r.manifest_digest == digest)
                 .ok_or_else(not_found);
         }
-        let is_hex = query.bytes().all(|b| b.is_ascii_hexdigit());
-        if is_hex && query.len() >= MIN_DIGEST_PREFIX {
-            let prefix = query.to_ascii_lowercase();
+        if let Some(prefix) = digest_prefix(query) {
             let mut matches: Vec<ImageRecord> = records
                 .iter()
                 .filter(|r| r.manifest_digest.hex().starts_with(&prefix))
@@ -261,6 +327,14 @@ impl ImageStore {
         let Ok(reference) = ImageReference::parse(query) else {
             return Err(not_found());
         };
+        // A reference pinned by digest (`debian@sha256:…`) finds the image
+        // with that manifest digest, whatever name it was pulled under.
+        if let Some(digest) = reference.digest() {
+            return records
+                .into_iter()
+                .find(|r| &r.manifest_digest == digest)
+                .ok_or_else(not_found);
+        }
         let name = reference.to_string();
         records
             .into_iter()
@@ -389,7 +463,23 @@ impl ImageStore {
     /// is deleted when no reference is left; a digest deletes the image.
     pub fn remove(&self, query: &str) -> Result<Removal, StoreError> {
         let _lock = self.lock_file(".lock", FlockOperation::LockExclusive)?;
-        let mut record = self.find(query)?;
+        let mut record = match self.find(query) {
+            Ok(record) => record,
+            Err(StoreError::Broken { path, .. }) => {
+                let (_, broken) = self.scan()?;
+                let image = broken
+                    .into_iter()
+                    .find(|image| image.dir == path)
+                    .ok_or_else(|| StoreError::NotFound {
+                        query: query.to_owned(),
+                    })?;
+                self.delete_dir(&image.dir)?;
+                // `matches` only accepts images whose digest is known.
+                let digest = image.digest.expect("matched broken image has a digest");
+                return Ok(Removal::Deleted { digest });
+            }
+            Err(error) => return Err(error),
+        };
         let by_reference = ImageReference::parse(query)
             .ok()
             .map(|r| r.to_string())
@@ -410,14 +500,27 @@ impl ImageStore {
 
     /// Deletes images without references, then every cached blob that no
     /// stored image uses, and the cache's index entries of deleted manifests.
-    /// Fails with [`StoreError::Busy`] while a pull holds its lock.
+    /// Also deletes temporary files and lock files left by killed processes.
+    /// Fails with [`StoreError::Busy`] while a pull holds its lock on this
+    /// store or on the cache, which pulls into other data directories share.
     pub fn prune(&self, cache: &BlobCache) -> Result<PruneReport, StoreError> {
         let _pulls = self.try_lock_file(".pull.lock")?.ok_or(StoreError::Busy)?;
+        let _cache_pulls = cache.try_lock_for_prune()?.ok_or(StoreError::Busy)?;
         let _lock = self.lock_file(".lock", FlockOperation::LockExclusive)?;
         let mut report = PruneReport::default();
 
+        let (records, broken) = self.scan()?;
+        for image in broken {
+            warn!(
+                "removing broken image `{}`: {}",
+                image.dir.display(),
+                image.reason
+            );
+            self.delete_dir(&image.dir)?;
+            report.broken_removed.push(image.dir);
+        }
         let mut referenced = Vec::new();
-        for record in self.list()? {
+        for record in records {
             if record.references.is_empty() {
                 report.bytes_freed += record.rootfs_size;
                 self.delete_image(&record.manifest_digest)?;
@@ -426,7 +529,11 @@ impl ImageStore {
                 referenced.push(record);
             }
         }
-        self.remove_stale_temps()?;
+        report.leftovers_removed.extend(self.remove_stale_temps()?);
+        let leftovers = cache.remove_leftovers()?;
+        report.bytes_freed += leftovers.bytes_freed;
+        report.leftovers_removed.extend(leftovers.temp_files);
+        report.leftovers_removed.extend(leftovers.lock_files);
 
         let mut used = std::collections::HashSet::new();
         for record in &referenced {
@@ -489,27 +596,51 @@ impl ImageStore {
     }
 
     fn delete_image(&self, digest: &Digest) -> Result<(), StoreError> {
-        let dir = self.image_dir(digest);
-        // Renaming first makes the deletion atomic for readers.
-        let doomed = self.root.join(format!("{TEMP_PREFIX}rm-{}", digest.hex()));
-        let _ = fs::remove_dir_all(&doomed);
-        fs::rename(&dir, &doomed).map_err(io_error("move aside", &dir))?;
-        fs::remove_dir_all(&doomed).map_err(io_error("remove", &doomed))?;
+        self.delete_dir(&self.image_dir(digest))?;
         debug!(%digest, "image deleted");
         Ok(())
     }
 
-    fn remove_stale_temps(&self) -> Result<(), StoreError> {
+    /// Deletes an image directory, renaming it first so that readers see it
+    /// whole or not at all.
+    fn delete_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let doomed = self.root.join(format!("{TEMP_PREFIX}rm-{name}"));
+        let _ = fs::remove_dir_all(&doomed);
+        fs::rename(dir, &doomed).map_err(io_error("move aside", dir))?;
+        fs::remove_dir_all(&doomed).map_err(io_error("remove", &doomed))?;
+        Ok(())
+    }
+
+    /// Deletes temporary directories and per-image build locks. Only prune
+    /// calls it, holding `.pull.lock` exclusively, so no pull or import of
+    /// this store is running and none of them belongs to a live process.
+    /// Returns the paths removed.
+    fn remove_stale_temps(&self) -> Result<Vec<PathBuf>, StoreError> {
         let entries = fs::read_dir(&self.root).map_err(io_error("list", &self.root))?;
+        let mut removed = Vec::new();
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                let path = entry.path();
-                if let Err(error) = fs::remove_dir_all(&path) {
-                    warn!(path = ?path, %error, "failed to remove a temporary directory");
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let result = if name.starts_with(TEMP_PREFIX) {
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                }
+            } else if name.starts_with(".build-") && name.ends_with(".lock") {
+                fs::remove_file(&path)
+            } else {
+                continue;
+            };
+            match result {
+                Ok(()) => removed.push(path),
+                Err(error) => {
+                    warn!(path = ?path, %error, "failed to remove a leftover temporary file")
                 }
             }
         }
-        Ok(())
+        Ok(removed)
     }
 
     fn open_lock(&self, name: &str) -> Result<File, StoreError> {
@@ -545,6 +676,50 @@ impl ImageStore {
             }),
         }
     }
+}
+
+/// An image directory that cannot be used, found by [`ImageStore::scan`].
+#[derive(Debug)]
+struct BrokenImage {
+    dir: PathBuf,
+    /// Digest from the directory name, or else from a readable record.
+    digest: Option<Digest>,
+    reason: String,
+    record: Option<ImageRecord>,
+}
+
+impl BrokenImage {
+    /// Tells whether `query` (digest, digest prefix or reference) names this
+    /// image, as [`ImageStore::find`] matches usable images.
+    fn matches(&self, query: &str) -> bool {
+        let Some(digest) = &self.digest else {
+            return false;
+        };
+        if let Ok(wanted) = query.parse::<Digest>() {
+            return &wanted == digest;
+        }
+        if let Some(prefix) = digest_prefix(query) {
+            return digest.hex().starts_with(&prefix);
+        }
+        let Ok(reference) = ImageReference::parse(query) else {
+            return false;
+        };
+        if let Some(wanted) = reference.digest() {
+            return wanted == digest;
+        }
+        let name = reference.to_string();
+        self.record
+            .as_ref()
+            .is_some_and(|record| record.references.contains(&name))
+    }
+}
+
+/// Returns the lowercase hex of a digest prefix query: at least 12 hex
+/// characters, with or without `sha256:` in front.
+fn digest_prefix(query: &str) -> Option<String> {
+    let hex = query.strip_prefix("sha256:").unwrap_or(query);
+    let is_hex = hex.bytes().all(|b| b.is_ascii_hexdigit());
+    (is_hex && hex.len() >= MIN_DIGEST_PREFIX).then(|| hex.to_ascii_lowercase())
 }
 
 impl ImageRecord {
@@ -954,6 +1129,34 @@ mod tests {
         assert_eq!(error.exit_code(), ExitCode::Conflict);
         drop(guard);
         f.store.prune(&f.cache).unwrap();
+    }
+
+    #[test]
+    fn prune_waits_for_pull_of_another_store() {
+        let f = fixture();
+        // A pull into another data directory that shares the cache.
+        let other = ImageStore::open(&f._dir.path().join("other-data")).unwrap();
+        let other_pull = other.begin_pull().unwrap();
+        let cache_lock = f.cache.lock_for_pull().unwrap();
+        let error = f.store.prune(&f.cache).unwrap_err();
+        assert!(matches!(error, StoreError::Busy), "{error}");
+        drop((cache_lock, other_pull));
+        f.store.prune(&f.cache).unwrap();
+    }
+
+    #[test]
+    fn prune_removes_store_leftovers() {
+        let f = fixture();
+        let temp_dir = f.store.root.join(format!("{TEMP_PREFIX}abc-XXXX"));
+        fs::create_dir(&temp_dir).unwrap();
+        let build_lock = f.store.root.join(".build-abc.lock");
+        fs::write(&build_lock, b"").unwrap();
+
+        let report = f.store.prune(&f.cache).unwrap();
+        assert!(!temp_dir.exists());
+        assert!(!build_lock.exists());
+        assert!(report.leftovers_removed.contains(&temp_dir));
+        assert!(report.leftovers_removed.contains(&build_lock));
     }
 
     #[test]
