@@ -1,8 +1,8 @@
 //! Times building the bookworm-banger fixture from its cached layer blobs
-//! (flatten and ext4 write) and compares it, in one run, with `zcat` of the
-//! same layers to /dev/null and with the old pipeline of
-//! tests/fixtures/baseline-mkfs.sh (rootless unpack, `mkfs.ext4 -d`, a
-//! debugfs ownership pass). It also reports the peak RSS of the build.
+//! (flatten and ext4 write). In the same run it times `zcat` of the layers
+//! to /dev/null and the old pipeline of tests/fixtures/baseline-mkfs.sh
+//! (rootless unpack, `mkfs.ext4 -d`, a debugfs ownership pass). It also reports the peak RSS of the build and
+//! whether its image passes `e2fsck -fn`.
 //!
 //! Run with `cargo bench --bench image_build` as root. The fixtures come from
 //! tests/fixtures/build-images.sh (`BANGER_FIXTURES`, default
@@ -136,6 +136,23 @@ fn run_baseline(layout: &Path, work: &Path) -> BaselineRun {
     BaselineRun { steps }
 }
 
+/// Runs `e2fsck -fn` on `image`, untimed, and returns its exit status as
+/// text (e2fsck exits 0 when the file system is clean).
+fn fsck_status(image: &Path) -> String {
+    let status = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(image)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("failed to run e2fsck: {e}"));
+    match status.code() {
+        Some(0) => "clean".to_string(),
+        Some(code) => format!("NOT clean, exit {code}"),
+        None => format!("killed: {status}"),
+    }
+}
+
 fn verdict(met: bool) -> &'static str {
     if met {
         "met"
@@ -171,6 +188,7 @@ fn main() {
         start.elapsed()
     });
     let peak_rss_mib = peak_rss_kib() >> 10;
+    let fsck = fsck_status(&out);
     std::fs::remove_file(&out).unwrap();
 
     let baseline = (0..RUNS)
@@ -183,6 +201,7 @@ fn main() {
     println!();
     println!("layers:              {}", image.layers.len());
     println!("image size:          {} MiB", size >> 20);
+    println!("e2fsck -fn of image: {fsck}");
     println!(
         "zcat of layers:      {:7.3} s (best of {RUNS})",
         zcat.as_secs_f64()
