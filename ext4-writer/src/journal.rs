@@ -223,7 +223,13 @@ mod tests {
         bytes[journal_start * 4096..(journal_start + 1) * 4096].copy_from_slice(&ours);
         std::fs::write(&image, &bytes).unwrap();
 
-        run(Command::new("e2fsck").arg("-fn").arg(&image));
+        run(Command::new("e2fsck")
+            .env(
+                "E2FSCK_CONFIG",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/e2fsck.conf"),
+            )
+            .arg("-fn")
+            .arg(&image));
         let dump = run(Command::new("dumpe2fs").arg("-h").arg(&image));
         assert!(
             dump.contains("Journal features:         journal_checksum_v3"),

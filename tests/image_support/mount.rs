@@ -67,6 +67,10 @@ impl Drop for Mount {
 
 pub fn e2fsck_clean(image: &Path) {
     let output = Command::new("e2fsck")
+        .env(
+            "E2FSCK_CONFIG",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/e2fsck.conf"),
+        )
         .args(["-fn"])
         .arg(image)
         .output()

@@ -51,6 +51,10 @@ pub fn write_unchecked(tree: &Tree, options: &Options) -> Image {
 /// Runs `e2fsck -fn` and asserts exit status 0 and no problem lines.
 pub fn assert_fsck_clean(path: &Path) {
     let output = Command::new("e2fsck")
+        .env(
+            "E2FSCK_CONFIG",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/e2fsck.conf"),
+        )
         .arg("-fn")
         .arg(path)
         .output()

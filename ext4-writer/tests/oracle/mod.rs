@@ -48,6 +48,10 @@ pub fn run(command: &mut Command) -> String {
 /// Asserts that `e2fsck -fn` finds nothing to fix in `image`.
 pub fn assert_fsck_clean(image: &Path) {
     let output = Command::new("e2fsck")
+        .env(
+            "E2FSCK_CONFIG",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/e2fsck.conf"),
+        )
         .arg("-fn")
         .arg(image)
         .output()
