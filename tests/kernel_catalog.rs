@@ -750,3 +750,135 @@ fn import_removes_stale_work_dirs() {
         "a fresh import directory, maybe in use, was removed"
     );
 }
+
+/// Imports `fixture.modules(VERSION)` after `extra` adds links to it, and
+/// returns the error.
+fn import_modules_with(fixture: &Fixture, extra: impl FnOnce(&Path)) -> Error {
+    let root = fixture.modules(VERSION);
+    extra(&root);
+    let source = ImportSource::Image {
+        kernel: fixture.kernel(VERSION),
+        modules: Some(root),
+        initrd: None,
+    };
+    let error = fixture.catalog.import(&source, None).unwrap_err();
+    fixture.assert_entries(&[]);
+    error
+}
+
+#[test]
+fn symlink_chain_escaping_through_inner_link_rejected() {
+    let fixture = Fixture::new();
+    let error = import_modules_with(&fixture, |root| {
+        let dir = root.join("lib/modules").join(VERSION);
+        // `a` points at the bundle root, which is allowed on its own; `b`
+        // climbs out only when `a` is followed as the link it is.
+        std::os::unix::fs::symlink("../../..", dir.join("a")).unwrap();
+        std::os::unix::fs::symlink(
+            format!("a/lib/modules/{VERSION}/a/../../../../../etc/passwd"),
+            dir.join("b"),
+        )
+        .unwrap();
+    });
+    assert!(matches!(error, Error::UnsafeEntry { .. }), "{error}");
+    assert!(error.to_string().contains("/b`"), "{error}");
+}
+
+#[test]
+fn symlink_to_parent_of_root_link_rejected() {
+    let fixture = Fixture::new();
+    let error = import_modules_with(&fixture, |root| {
+        let dir = root.join("lib/modules").join(VERSION);
+        std::os::unix::fs::symlink("../../..", dir.join("a")).unwrap();
+        std::os::unix::fs::symlink("a/..", dir.join("b")).unwrap();
+    });
+    assert!(matches!(error, Error::UnsafeEntry { .. }), "{error}");
+    assert!(error.to_string().contains("a/.."), "{error}");
+}
+
+#[test]
+fn symlink_through_absolute_link_rejected() {
+    let fixture = Fixture::new();
+    let error = import_modules_with(&fixture, |root| {
+        let dir = root.join("lib/modules").join(VERSION);
+        std::os::unix::fs::symlink("build/../etc", dir.join("via-build")).unwrap();
+    });
+    assert!(matches!(error, Error::UnsafeEntry { .. }), "{error}");
+    assert!(error.to_string().contains("via-build"), "{error}");
+}
+
+#[test]
+fn hostile_symlink_chain_in_tarball_rejected() {
+    let outside = tempfile::tempdir().unwrap();
+    // The link that escapes comes first, before the link it goes through.
+    let b = format!("lib/modules/{VERSION}/b");
+    let a = format!("lib/modules/{VERSION}/a");
+    assert_hostile_rejected(
+        &[
+            RawEntry::Dir("lib/"),
+            RawEntry::Dir("lib/modules/"),
+            RawEntry::Symlink(&b, "a/.."),
+            RawEntry::Symlink(&a, "../../.."),
+        ],
+        &b,
+        outside.path(),
+    );
+}
+
+/// Writes a directory standing for a host modules tree, outside any
+/// bundle, and returns the root above its `lib`.
+fn host_modules(fixture: &Fixture) -> PathBuf {
+    let root = fixture.path("host");
+    let dir = root.join("lib/modules").join(VERSION);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("modules.builtin"), b"kernel/fs/ext4/ext4.ko\n").unwrap();
+    root
+}
+
+#[test]
+fn absolute_modules_dir_symlink_rejected() {
+    let fixture = Fixture::new();
+    let host = host_modules(&fixture);
+    let error = import_modules_with(&fixture, |root| {
+        fs::remove_dir_all(root.join("lib/modules")).unwrap();
+        std::os::unix::fs::symlink(host.join("lib/modules"), root.join("lib/modules")).unwrap();
+    });
+    assert!(matches!(error, Error::InvalidModules { .. }), "{error}");
+    assert!(error.to_string().contains("lib/modules"), "{error}");
+}
+
+#[test]
+fn absolute_lib_symlink_rejected() {
+    let fixture = Fixture::new();
+    let host = host_modules(&fixture);
+    let error = import_modules_with(&fixture, |root| {
+        fs::remove_dir_all(root.join("lib")).unwrap();
+        std::os::unix::fs::symlink(host.join("lib"), root.join("lib")).unwrap();
+    });
+    assert!(matches!(error, Error::InvalidModules { .. }), "{error}");
+    assert!(error.to_string().contains("`lib`"), "{error}");
+}
+
+#[test]
+fn bundle_with_absolute_modules_dir_link_rejected() {
+    let fixture = Fixture::new();
+    let host = host_modules(&fixture);
+    let (manifest, kernel) = bundle_head(&fixture);
+    let target = host.join("lib/modules").display().to_string();
+    let entries = vec![
+        RawEntry::File("bundle.json", &manifest),
+        RawEntry::File("vmlinuz", &kernel),
+        RawEntry::Dir("lib/"),
+        RawEntry::Symlink("lib/modules", &target),
+    ];
+    let tarball = fixture.path("linked.tar");
+    fs::write(&tarball, raw_tar(&entries)).unwrap();
+
+    let error = fixture
+        .catalog
+        .import(&ImportSource::Bundle(tarball), None)
+        .unwrap_err();
+
+    assert!(matches!(error, Error::InvalidModules { .. }), "{error}");
+    fixture.assert_entries(&[]);
+}

@@ -163,9 +163,10 @@ fn detect_directory(path: &Path) -> Result<ImportSource> {
             });
         }
     };
+    // A modules path that is a link is passed on, so that staging rejects it.
     let has_modules = ["lib/modules", "usr/lib/modules"]
         .iter()
-        .any(|dir| path.join(dir).is_dir());
+        .any(|dir| !matches!(extract::real_dir(path, Path::new(dir)), Ok(false)));
     Ok(ImportSource::Image {
         kernel,
         modules: has_modules.then(|| path.to_path_buf()),
@@ -314,8 +315,18 @@ enum ModulesRoot {
 /// `lib/modules/<version>` directory.
 fn modules_root(dir: &Path) -> Result<ModulesRoot> {
     for nested in ["lib/modules", "usr/lib/modules"] {
-        if dir.join(nested).is_dir() {
-            return Ok(ModulesRoot::Parent(dir.join(nested)));
+        match extract::real_dir(dir, Path::new(nested)) {
+            Ok(true) => return Ok(ModulesRoot::Parent(dir.join(nested))),
+            Ok(false) => {}
+            Err(link) => {
+                return Err(Error::InvalidModules {
+                    path: dir.to_path_buf(),
+                    reason: format!(
+                        "`{}` in it is a symlink or a file; banger does not follow symlinks inside a modules tree, so pass the directory it points to",
+                        link.display()
+                    ),
+                })
+            }
         }
     }
     let looks_like_version = |d: &Path| {
@@ -343,6 +354,7 @@ fn finish_manifest(
     source: &str,
     modules_source: Option<&Path>,
 ) -> Result<Manifest> {
+    extract::check_links(staging, modules_source.unwrap_or(staging))?;
     let kernel = staging.join(KERNEL);
     let meta = fs::symlink_metadata(&kernel).map_err(Error::io("read", &kernel))?;
     if !meta.is_file() {
@@ -381,11 +393,22 @@ fn finish_manifest(
 fn check_modules(staging: &Path, version: &str, source: Option<&Path>) -> Result<bool> {
     let dir = staging.join(MODULES_DIR);
     let source = source.unwrap_or(staging).to_path_buf();
-    let children = match fs::read_dir(&dir) {
-        Ok(children) => children,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(error) => return Err(Error::io("read directory", &dir)(error)),
-    };
+    // Read the tree only when no part of `lib/modules` is a link, so that
+    // reading it never follows one out of the bundle.
+    match extract::real_dir(staging, Path::new(MODULES_DIR)) {
+        Ok(true) => {}
+        Ok(false) => return Ok(false),
+        Err(link) => {
+            return Err(Error::InvalidModules {
+                path: source,
+                reason: format!(
+                    "`{}` is a symlink or a file; banger reads the modules tree without following symlinks, so {MODULES_DIR} and {MODULES_DIR}/<version> must be real directories",
+                    link.display()
+                ),
+            })
+        }
+    }
+    let children = fs::read_dir(&dir).map_err(Error::io("read directory", &dir))?;
 
     let mut versions = Vec::new();
     for child in children {
