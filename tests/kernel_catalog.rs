@@ -882,3 +882,55 @@ fn bundle_with_absolute_modules_dir_link_rejected() {
     assert!(matches!(error, Error::InvalidModules { .. }), "{error}");
     fixture.assert_entries(&[]);
 }
+
+#[test]
+fn import_rejects_path_like_versions() {
+    for version in ["..", "../../x", "."] {
+        let fixture = Fixture::new();
+        let kernel = fixture.path("vmlinuz");
+        fs::write(&kernel, synthetic_bzimage(version)).unwrap();
+        let source = ImportSource::Image {
+            kernel,
+            modules: None,
+            initrd: None,
+        };
+
+        let error = fixture.catalog.import(&source, Some("named")).unwrap_err();
+
+        assert!(matches!(error, Error::InvalidVersion { .. }), "{error}");
+        assert!(
+            error.to_string().contains(&format!("`{version}`")),
+            "{error}"
+        );
+        fixture.assert_entries(&[]);
+    }
+}
+
+#[test]
+fn list_skips_entry_with_invalid_manifest() {
+    let fixture = Fixture::new();
+    fixture.import_image(VERSION, false);
+    let broken = fixture.catalog.root().join("broken");
+    fs::create_dir(&broken).unwrap();
+    fs::write(
+        broken.join("bundle.json"),
+        br#"{"format": 1, "version": ".."}"#,
+    )
+    .unwrap();
+
+    let names: Vec<String> = fixture
+        .catalog
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.name)
+        .collect();
+    let error = fixture.catalog.get("broken").unwrap_err();
+
+    assert_eq!(names, vec![VERSION.to_string()]);
+    assert!(matches!(error, Error::InvalidManifest { .. }), "{error}");
+    assert!(
+        error.to_string().contains("`banger kernel rm broken`"),
+        "{error}"
+    );
+}

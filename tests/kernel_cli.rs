@@ -188,3 +188,29 @@ fn kernel_errors_exit_codes() {
         );
     }
 }
+
+#[test]
+fn ls_warns_about_invalid_entry() {
+    let home = tempfile::tempdir().unwrap();
+    let kernel = home.path().join("vmlinuz-6.1.0-cli");
+    fs::write(&kernel, kernel_support::synthetic_bzimage("6.1.0-cli")).unwrap();
+    assert_ok(&banger(
+        home.path(),
+        &["kernel", "import", kernel.to_str().unwrap()],
+    ));
+    let broken = home.path().join("data/kernels/broken");
+    fs::create_dir(&broken).unwrap();
+    fs::write(broken.join("bundle.json"), b"not json").unwrap();
+
+    let ls = banger(home.path(), &["kernel", "ls"]);
+
+    assert_ok(&ls);
+    assert!(stdout(&ls).contains("6.1.0-cli"), "{}", stdout(&ls));
+    assert!(!stdout(&ls).contains("broken"), "{}", stdout(&ls));
+    assert!(stderr(&ls).contains("broken"), "{}", stderr(&ls));
+    assert!(
+        stderr(&ls).contains("banger kernel rm broken"),
+        "{}",
+        stderr(&ls)
+    );
+}

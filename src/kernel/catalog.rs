@@ -213,7 +213,14 @@ impl Catalog {
             if name.starts_with('.') || validate_name(&name).is_err() {
                 continue;
             }
-            entries.push(self.get(&name)?);
+            // One damaged entry must not hide the others.
+            match self.get(&name) {
+                Ok(entry) => entries.push(entry),
+                Err(error @ Error::InvalidManifest { .. }) => {
+                    tracing::warn!(kernel = %name, "skipped kernel: {error}");
+                }
+                Err(error) => return Err(error),
+            }
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)

@@ -93,8 +93,16 @@ pub enum Error {
     InUse { name: String, users: Vec<String> },
 
     /// The catalog entry's manifest is unreadable.
-    #[error("invalid manifest `{path}`: {reason}; remove the kernel with `banger kernel rm NAME` and import it again")]
-    InvalidManifest { path: PathBuf, reason: String },
+    #[error("invalid manifest `{path}`: {reason}; remove the kernel with `banger kernel rm {name}` and import it again")]
+    InvalidManifest {
+        path: PathBuf,
+        name: String,
+        reason: String,
+    },
+
+    /// The kernel's version string cannot name its modules directory.
+    #[error("invalid kernel version `{version}` in `{path}`: it must be one path component other than `.` and `..`, because it names lib/modules/<version>; import a kernel built with a plain release string")]
+    InvalidVersion { path: PathBuf, version: String },
 
     /// A kernel module needed to reach the root disk is neither built in nor shipped.
     #[error("kernel {version} has no driver `{module}`, neither built in nor in its modules tree; import the kernel with its modules (--modules)")]

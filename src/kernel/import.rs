@@ -115,7 +115,7 @@ fn stage_image(
     if let Some(modules) = modules {
         stage_modules(staging, modules)?;
     }
-    finish_manifest(staging, &deb::source_name(kernel), modules)
+    finish_manifest(staging, kernel, &deb::source_name(kernel), modules)
 }
 
 fn stage_package(staging: &Path, path: &Path) -> Result<Manifest> {
@@ -126,7 +126,7 @@ fn stage_package(staging: &Path, path: &Path) -> Result<Manifest> {
             reason: "it holds no boot/vmlinuz-*; import the linux-image package, not a metapackage or a modules package".to_string(),
         });
     }
-    finish_manifest(staging, &deb::source_name(path), Some(path))
+    finish_manifest(staging, path, &deb::source_name(path), Some(path))
 }
 
 /// Detects the kind of directory given to `kernel import`.
@@ -196,7 +196,12 @@ fn stage_bundle_dir(staging: &Path, path: &Path) -> Result<Manifest> {
     }
     Manifest::read(staging).map_err(|error| Error::InvalidBundle {
         path: path.to_path_buf(),
-        reason: error.to_string(),
+        reason: match error {
+            Error::InvalidManifest { reason, .. } => {
+                format!("its {} is invalid: {reason}", bundle::MANIFEST)
+            }
+            other => other.to_string(),
+        },
     })
 }
 
@@ -214,7 +219,7 @@ fn check_bundle(staging: &Path, path: &Path, recorded: Manifest) -> Result<Manif
             "it holds no regular file `{KERNEL}`; the tarball is truncated or not a kernel bundle"
         )));
     }
-    let mut manifest = finish_manifest(staging, &recorded.source, Some(path))?;
+    let mut manifest = finish_manifest(staging, path, &recorded.source, Some(path))?;
 
     if manifest.content_sha256 != recorded.content_sha256 {
         return Err(invalid(format!(
@@ -351,6 +356,7 @@ fn modules_root(dir: &Path) -> Result<ModulesRoot> {
 /// and builds the manifest.
 fn finish_manifest(
     staging: &Path,
+    input: &Path,
     source: &str,
     modules_source: Option<&Path>,
 ) -> Result<Manifest> {
@@ -364,6 +370,12 @@ fn finish_manifest(
         });
     }
     let image = version::read_kernel_image(&kernel)?;
+    if !bundle::is_valid_version(&image.version) {
+        return Err(Error::InvalidVersion {
+            path: input.to_path_buf(),
+            version: image.version,
+        });
+    }
     let initrd = staging.join(INITRD);
     let has_initrd = match fs::symlink_metadata(&initrd) {
         Ok(meta) if meta.is_file() => true,
