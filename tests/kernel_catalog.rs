@@ -934,3 +934,69 @@ fn list_skips_entry_with_invalid_manifest() {
         "{error}"
     );
 }
+
+/// A small tmpfs mounted on a directory this test created, unmounted on drop.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root and mount(8)");
+        Self { dir }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn full_catalog_disk_is_host_resource_error() {
+    let fixture = Fixture::new();
+    let tmpfs = SmallTmpfs::mount("256k");
+    let catalog = Catalog::new(tmpfs.dir.path().join("kernels"));
+    let module = vec![7u8; 1024 * 1024];
+    let module_path = format!("lib/modules/{VERSION}/kernel/big.ko");
+    let tarball = fixture.path("modules.tar");
+    fs::write(
+        &tarball,
+        raw_tar(&[
+            RawEntry::Dir("lib/"),
+            RawEntry::Dir("lib/modules/"),
+            RawEntry::File(&module_path, &module),
+        ]),
+    )
+    .unwrap();
+    let source = ImportSource::Image {
+        kernel: fixture.kernel(VERSION),
+        modules: Some(tarball),
+        initrd: None,
+    };
+
+    let error = catalog.import(&source, None).unwrap_err();
+
+    assert!(matches!(error, Error::Io { .. }), "{error}");
+    assert_eq!(
+        banger::error::Classify::exit_code(&error),
+        banger::error::ExitCode::HostResource
+    );
+    assert!(
+        error
+            .to_string()
+            .contains(&catalog.root().display().to_string()),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("modules.tar"), "{error}");
+    assert_eq!(dir_names(catalog.root()), Vec::<String>::new());
+}

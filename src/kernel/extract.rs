@@ -16,7 +16,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -52,6 +52,12 @@ impl<'a> Staging<'a> {
         }
     }
 
+    /// Returns the directory that contains the staging root: the kernel
+    /// catalog, which is what a user can free space in.
+    fn catalog_dir(&self) -> &Path {
+        self.root.parent().unwrap_or(self.root)
+    }
+
     /// Creates the directory `rel`, and its missing parents.
     pub fn create_dir(&self, rel: &Path, mode: u32) -> Result<()> {
         let path = self.prepare(rel)?;
@@ -78,10 +84,26 @@ impl<'a> Staging<'a> {
             .mode(file_mode(mode))
             .open(&path)
             .map_err(Error::io("create file", &path))?;
-        let copied = io::copy(data, &mut file).map_err(|source| Error::Archive {
-            archive: self.archive.to_path_buf(),
-            source,
-        })?;
+        // Read and write errors are told apart: a failed read means a bad
+        // input, a failed write a full or broken catalog file system.
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut copied = 0u64;
+        loop {
+            let count = match data.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(Error::Archive {
+                        archive: self.archive.to_path_buf(),
+                        source,
+                    })
+                }
+            };
+            file.write_all(&buffer[..count])
+                .map_err(Error::io("write to the kernel catalog", self.catalog_dir()))?;
+            copied += count as u64;
+        }
         if copied != size {
             return Err(Error::Archive {
                 archive: self.archive.to_path_buf(),
