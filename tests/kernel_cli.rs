@@ -10,6 +10,11 @@ use std::process::{Command, Output};
 /// Runs banger with `args` and a data directory under `home`, with no
 /// configuration from the caller or the machine.
 fn banger(home: &Path, args: &[&str]) -> Output {
+    banger_with_env(home, args, &[])
+}
+
+/// Runs banger as [`banger`] does, with the extra variables `env`.
+fn banger_with_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let empty = home.join("empty.toml");
     fs::write(&empty, "").unwrap();
     Command::new(env!("CARGO_BIN_EXE_banger"))
@@ -21,6 +26,7 @@ fn banger(home: &Path, args: &[&str]) -> Output {
         .env("BANGER_DATA_DIR", home.join("data"))
         .env("BANGER_CACHE_DIR", home.join("cache"))
         .env("BANGER_RUNTIME_DIR", home.join("run"))
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -213,4 +219,53 @@ fn ls_warns_about_invalid_entry() {
         "{}",
         stderr(&ls)
     );
+}
+
+/// Imports a synthetic kernel image of `version` through the CLI.
+fn import_synthetic(home: &Path, version: &str) {
+    let kernel = home.join(format!("vmlinuz-{version}"));
+    fs::write(&kernel, kernel_support::synthetic_bzimage(version)).unwrap();
+    assert_ok(&banger(
+        home,
+        &["kernel", "import", kernel.to_str().unwrap()],
+    ));
+}
+
+#[test]
+fn default_setting_overrides_stored_default() {
+    let home = tempfile::tempdir().unwrap();
+    import_synthetic(home.path(), "6.1.0-a");
+    import_synthetic(home.path(), "6.1.0-b");
+    assert_ok(&banger(home.path(), &["kernel", "default", "6.1.0-a"]));
+    let env = [("BANGER_DEFAULT_KERNEL", "6.1.0-b")];
+
+    let default = banger_with_env(home.path(), &["kernel", "default"], &env);
+    let ls = banger_with_env(home.path(), &["kernel", "ls"], &env);
+    let inspect_a = banger_with_env(home.path(), &["kernel", "inspect", "6.1.0-a"], &env);
+    let inspect_b = banger_with_env(home.path(), &["kernel", "inspect", "6.1.0-b"], &env);
+    let set = banger_with_env(home.path(), &["kernel", "default", "6.1.0-a"], &env);
+
+    assert_ok(&default);
+    assert_eq!(stdout(&default).trim(), "6.1.0-b");
+    assert_ok(&ls);
+    let listing = stdout(&ls);
+    let marked: Vec<&str> = listing
+        .lines()
+        .filter(|line| line.ends_with('*'))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(marked, vec!["6.1.0-b"], "{listing}");
+    assert!(
+        stdout(&inspect_a).contains("\"default\": false"),
+        "{}",
+        stdout(&inspect_a)
+    );
+    assert!(
+        stdout(&inspect_b).contains("\"default\": true"),
+        "{}",
+        stdout(&inspect_b)
+    );
+    assert_ok(&set);
+    assert!(stderr(&set).contains("overrides"), "{}", stderr(&set));
+    assert!(stderr(&set).contains("6.1.0-b"), "{}", stderr(&set));
 }

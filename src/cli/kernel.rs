@@ -126,7 +126,8 @@ pub struct PushArgs {
 
 /// Runs one `banger kernel` subcommand.
 pub fn run(command: KernelCommand, context: &Context) -> Result<(), Failure> {
-    let catalog = Catalog::from_paths(&context.config.paths);
+    let catalog = Catalog::from_paths(&context.config.paths)
+        .with_configured_default(context.config.default_kernel.clone());
     match command {
         KernelCommand::Import(args) => run_import(&catalog, &args),
         KernelCommand::Pull(args) => run_pull(&catalog, &args, context),
@@ -134,7 +135,7 @@ pub fn run(command: KernelCommand, context: &Context) -> Result<(), Failure> {
         KernelCommand::Ls => run_ls(&catalog, context),
         KernelCommand::Inspect { name } => run_inspect(&catalog, &name),
         KernelCommand::Rm { names, force } => run_rm(&catalog, &names, force),
-        KernelCommand::Default { name } => run_default(&catalog, name.as_deref(), context),
+        KernelCommand::Default { name } => run_default(&catalog, name.as_deref()),
         KernelCommand::Export { name, output } => run_export(&catalog, &name, &output),
     }
 }
@@ -273,13 +274,18 @@ fn run_rm(catalog: &Catalog, names: &[String], force: bool) -> Result<(), Failur
     Ok(())
 }
 
-fn run_default(catalog: &Catalog, name: Option<&str>, context: &Context) -> Result<(), Failure> {
+fn run_default(catalog: &Catalog, name: Option<&str>) -> Result<(), Failure> {
     if let Some(name) = name {
         catalog.set_default(name)?;
+        if let Some(configured) = catalog.configured_default().filter(|c| *c != name) {
+            tracing::warn!(
+                "stored `{name}` as the default kernel, but the default_kernel setting (BANGER_DEFAULT_KERNEL or the config file) names `{configured}` and overrides it; unset that setting for `{name}` to take effect"
+            );
+        }
         return Ok(());
     }
     // Without NAME, print the kernel `vm run` would boot.
-    let entry = catalog.resolve(context.config.default_kernel.as_deref())?;
+    let entry = catalog.resolve(None)?;
     println!("{}", entry.name);
     Ok(())
 }
