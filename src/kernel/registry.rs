@@ -128,6 +128,9 @@ pub async fn pull(
     };
     let auth = credentials(reference, options)?;
     let client = client_for(reference, options);
+    // Held until the bundle is imported, so that `image prune` neither
+    // deletes the blob nor its temporary file while this pull uses them.
+    let _cache_lock = cache.lock_for_pull()?;
 
     let (manifest, manifest_digest) = client
         .pull_image_manifest(reference.as_oci(), &auth)
