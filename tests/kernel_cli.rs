@@ -27,6 +27,7 @@ fn banger_with_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env("BANGER_CACHE_DIR", home.join("cache"))
         .env("BANGER_RUNTIME_DIR", home.join("run"))
         .envs(env.iter().copied())
+        .current_dir(home)
         .output()
         .unwrap()
 }
@@ -169,7 +170,7 @@ fn kernel_errors_exit_codes() {
         ),
         (
             &["kernel", "import", "/nonexistent/vmlinuz"],
-            6,
+            3,
             "/nonexistent/vmlinuz",
         ),
         (
@@ -268,4 +269,89 @@ fn default_setting_overrides_stored_default() {
     assert_ok(&set);
     assert!(stderr(&set).contains("overrides"), "{}", stderr(&set));
     assert!(stderr(&set).contains("6.1.0-b"), "{}", stderr(&set));
+}
+
+#[test]
+fn import_missing_or_special_input_exit_codes() {
+    let home = tempfile::tempdir().unwrap();
+    let kernel = home.path().join("vmlinuz-6.1.0-x");
+    fs::write(&kernel, kernel_support::synthetic_bzimage("6.1.0-x")).unwrap();
+    let fifo = home.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo failed");
+    let kernel_arg = kernel.to_str().unwrap();
+    let cases: [(&[&str], i32); 4] = [
+        (&["kernel", "import", "/nonexistent"], 3),
+        (
+            &["kernel", "import", kernel_arg, "--initrd", "/nonexistent"],
+            3,
+        ),
+        (
+            &["kernel", "import", kernel_arg, "--initrd", "/dev/zero"],
+            2,
+        ),
+        (&["kernel", "import", fifo.to_str().unwrap()], 2),
+    ];
+
+    for (args, code) in cases {
+        let output = banger(home.path(), args);
+
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains('`'),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn default_unset_among_several_is_not_found() {
+    let home = tempfile::tempdir().unwrap();
+    import_synthetic(home.path(), "6.1.0-a");
+    import_synthetic(home.path(), "6.1.0-b");
+
+    let output = banger(home.path(), &["kernel", "default"]);
+
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("banger kernel default NAME"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn rm_tries_every_name() {
+    let home = tempfile::tempdir().unwrap();
+    import_synthetic(home.path(), "6.1.0-a");
+    import_synthetic(home.path(), "6.1.0-b");
+
+    let output = banger(
+        home.path(),
+        &["kernel", "rm", "6.1.0-a", "nosuch", "6.1.0-b"],
+    );
+
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(stderr(&output).contains("nosuch"), "{}", stderr(&output));
+    assert!(!home.path().join("data/kernels/6.1.0-a").exists());
+    assert!(!home.path().join("data/kernels/6.1.0-b").exists());
+}
+
+#[test]
+fn export_dash_writes_stdout() {
+    let home = tempfile::tempdir().unwrap();
+    import_synthetic(home.path(), "6.1.0-a");
+
+    let output = banger(home.path(), &["kernel", "export", "6.1.0-a", "-o", "-"]);
+
+    assert_ok(&output);
+    assert!(!home.path().join("-").exists());
+    assert!(output.stdout.len() > 512, "{} bytes", output.stdout.len());
+    assert_eq!(&output.stdout[257..262], b"ustar");
 }

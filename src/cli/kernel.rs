@@ -1,6 +1,6 @@
 //! `banger kernel`: the catalog of kernel bundles that VMs boot from.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -64,7 +64,8 @@ pub enum KernelCommand {
         /// Kernel name.
         name: String,
 
-        /// Tarball to write; it is replaced if it exists.
+        /// Tarball to write, or `-` for standard output; a file is replaced
+        /// if it exists.
         #[arg(short, long, value_name = "FILE.tar")]
         output: PathBuf,
     },
@@ -267,11 +268,20 @@ fn run_inspect(catalog: &Catalog, name: &str) -> Result<(), Failure> {
 
 fn run_rm(catalog: &Catalog, names: &[String], force: bool) -> Result<(), Failure> {
     // NOTE: no VM records exist yet; the VM store will list each kernel's users here.
+    let mut failures = Vec::new();
     for name in names {
-        catalog.remove(name, force, &NoVms)?;
-        println!("{name}");
+        match catalog.remove(name, force, &NoVms) {
+            Ok(()) => println!("{name}"),
+            Err(error) => failures.push(Failure::from(error)),
+        }
     }
-    Ok(())
+
+    // Every failure is reported; the first one decides the exit code.
+    let Some(first) = failures.first() else {
+        return Ok(());
+    };
+    let messages: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    Err(Failure::new(first.exit_code(), messages.join("\nbanger: ")))
 }
 
 fn run_default(catalog: &Catalog, name: Option<&str>) -> Result<(), Failure> {
@@ -291,6 +301,9 @@ fn run_default(catalog: &Catalog, name: Option<&str>) -> Result<(), Failure> {
 }
 
 fn run_export(catalog: &Catalog, name: &str, output: &Path) -> Result<(), Failure> {
+    if output == Path::new("-") {
+        return export_to_stdout(catalog, name);
+    }
     let write_failure = |error: std::io::Error| {
         Failure::new(
             ExitCode::General,
@@ -311,6 +324,26 @@ fn run_export(catalog: &Catalog, name: &str, output: &Path) -> Result<(), Failur
     temp.persist(output)
         .map_err(|error| write_failure(error.error))?;
     Ok(())
+}
+
+/// Writes the bundle tarball of `name` to standard output, unless that is
+/// a terminal.
+fn export_to_stdout(catalog: &Catalog, name: &str) -> Result<(), Failure> {
+    let stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        return Err(Failure::new(
+            ExitCode::Usage,
+            "cannot write a tarball to a terminal; redirect standard output or pass -o FILE.tar",
+        ));
+    }
+    let mut writer = BufWriter::new(stdout.lock());
+    catalog.export(name, &mut writer)?;
+    writer.flush().map_err(|error| {
+        Failure::new(
+            ExitCode::General,
+            format!("failed to write to standard output: {error}"),
+        )
+    })
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {

@@ -19,6 +19,14 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A file or directory given on the command line does not exist.
+    #[error("`{path}` not found; check the {what} path")]
+    InputNotFound { path: PathBuf, what: &'static str },
+
+    /// A path given on the command line is a device, fifo or socket.
+    #[error("`{path}` is not a regular file; pass a {what} file")]
+    NotRegularFile { path: PathBuf, what: &'static str },
+
     /// The file is neither a bzImage nor an ELF vmlinux.
     #[error("`{path}` is not a kernel image: expected a bzImage (boot sector magic 0xAA55 and header `HdrS`) or an ELF vmlinux")]
     NotAKernelImage { path: PathBuf },
@@ -155,11 +163,13 @@ impl Error {
 impl Classify for Error {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Error::NotFound { .. } | Error::NoKernels | Error::GuestInitNotFound { .. } => {
-                ExitCode::NotFound
-            }
+            Error::NotFound { .. }
+            | Error::NoKernels
+            | Error::NoDefault { .. }
+            | Error::InputNotFound { .. }
+            | Error::GuestInitNotFound { .. } => ExitCode::NotFound,
             Error::Exists { .. } | Error::InUse { .. } => ExitCode::Conflict,
-            Error::InvalidName { .. } | Error::NoDefault { .. } => ExitCode::Usage,
+            Error::InvalidName { .. } | Error::NotRegularFile { .. } => ExitCode::Usage,
             Error::Io { .. } => ExitCode::HostResource,
             Error::Registry { .. } | Error::NotAKernelArtifact { .. } => ExitCode::Remote,
             _ => ExitCode::General,

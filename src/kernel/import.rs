@@ -37,8 +37,15 @@ impl ImportSource {
     /// first bytes decide: an ar archive is a package, a kernel image is an
     /// image, and a tar or compressed file is a bundle tarball.
     pub fn detect(path: &Path) -> Result<ImportSource> {
-        if path.is_dir() {
+        let meta = input_metadata(path, "kernel, package or bundle")?;
+        if meta.is_dir() {
             return detect_directory(path);
+        }
+        if !meta.is_file() {
+            return Err(Error::NotRegularFile {
+                path: path.to_path_buf(),
+                what: "kernel image, package or bundle",
+            });
         }
 
         let mut head = Vec::with_capacity(0x400);
@@ -108,9 +115,14 @@ fn stage_image(
     initrd: Option<&Path>,
 ) -> Result<Manifest> {
     let writer = Staging::new(staging, kernel);
-    copy_regular_file(&writer, kernel, Path::new(KERNEL))?;
+    copy_regular_file(&writer, kernel, Path::new(KERNEL), "kernel image")?;
     if let Some(initrd) = initrd {
-        copy_regular_file(&Staging::new(staging, initrd), initrd, Path::new(INITRD))?;
+        copy_regular_file(
+            &Staging::new(staging, initrd),
+            initrd,
+            Path::new(INITRD),
+            "initrd",
+        )?;
     }
     if let Some(modules) = modules {
         stage_modules(staging, modules)?;
@@ -243,24 +255,46 @@ fn check_bundle(staging: &Path, path: &Path, recorded: Manifest) -> Result<Manif
 
 /// Copies a regular file (following a symlink given on the command line)
 /// into the staging directory.
-fn copy_regular_file(writer: &Staging<'_>, source: &Path, dest: &Path) -> Result<()> {
-    let meta = fs::metadata(source).map_err(Error::io("read", source))?;
+fn copy_regular_file(
+    writer: &Staging<'_>,
+    source: &Path,
+    dest: &Path,
+    what: &'static str,
+) -> Result<()> {
+    let meta = input_metadata(source, what)?;
     if !meta.is_file() {
-        return Err(Error::Io {
-            action: "read",
+        return Err(Error::NotRegularFile {
             path: source.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            what,
         });
     }
     let mut file = File::open(source).map_err(Error::io("open", source))?;
     writer.write_file(dest, 0o644, meta.len(), &mut file)
 }
 
+/// Returns the metadata of a path given on the command line, following a
+/// symlink, with a not-found error naming `what` it should be.
+fn input_metadata(path: &Path, what: &'static str) -> Result<fs::Metadata> {
+    fs::metadata(path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => Error::InputNotFound {
+            path: path.to_path_buf(),
+            what,
+        },
+        _ => Error::io("read", path)(error),
+    })
+}
+
 /// Stages a modules tree given as a directory, a tar (maybe compressed) or a
 /// package, under `lib/modules/`.
 fn stage_modules(staging: &Path, modules: &Path) -> Result<()> {
     let writer = Staging::new(staging, modules);
-    let meta = fs::metadata(modules).map_err(Error::io("read", modules))?;
+    let meta = input_metadata(modules, "modules")?;
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(Error::NotRegularFile {
+            path: modules.to_path_buf(),
+            what: "modules directory, tar or package",
+        });
+    }
 
     if meta.is_dir() {
         // The copy keeps symlinks, so resolve one given on the command line first.
