@@ -887,10 +887,10 @@ fn bundle_with_absolute_modules_dir_link_rejected() {
 fn import_rejects_path_like_versions() {
     for version in ["..", "../../x", "."] {
         let fixture = Fixture::new();
-        let kernel = fixture.path("vmlinuz");
-        fs::write(&kernel, synthetic_bzimage(version)).unwrap();
+        let kernel_path = fixture.path("vmlinuz");
+        fs::write(&kernel_path, synthetic_bzimage(version)).unwrap();
         let source = ImportSource::Image {
-            kernel,
+            kernel: kernel_path.clone(),
             modules: None,
             initrd: None,
         };
@@ -900,6 +900,12 @@ fn import_rejects_path_like_versions() {
         assert!(matches!(error, Error::InvalidVersion { .. }), "{error}");
         assert!(
             error.to_string().contains(&format!("`{version}`")),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains(&kernel_path.display().to_string()),
             "{error}"
         );
         fixture.assert_entries(&[]);
@@ -999,4 +1005,25 @@ fn full_catalog_disk_is_host_resource_error() {
     );
     assert!(!error.to_string().contains("modules.tar"), "{error}");
     assert_eq!(dir_names(catalog.root()), Vec::<String>::new());
+}
+
+#[test]
+fn image_errors_name_user_file() {
+    let fixture = Fixture::new();
+    let text = fixture.path("notes.txt");
+    fs::write(&text, vec![b'x'; 4096]).unwrap();
+    let source = ImportSource::Image {
+        kernel: text.clone(),
+        modules: None,
+        initrd: None,
+    };
+
+    let error = fixture.catalog.import(&source, None).unwrap_err();
+
+    assert!(matches!(error, Error::NotAKernelImage { .. }), "{error}");
+    assert!(
+        error.to_string().contains(&format!("`{}`", text.display())),
+        "{error}"
+    );
+    assert!(!error.to_string().contains(".banger-"), "{error}");
 }

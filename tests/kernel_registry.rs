@@ -316,3 +316,58 @@ fn pull_waits_for_cache_prune_lock() {
     );
     assert!(receiver.path().join("data/kernels/6.1.0-lock").is_dir());
 }
+
+#[test]
+fn pull_errors_name_reference() {
+    let registry = Registry::start();
+    let sender = tempfile::tempdir().unwrap();
+    let receiver = tempfile::tempdir().unwrap();
+    let version = "6.1.0-hostile";
+    let kernel = sender.path().join(format!("vmlinuz-{version}"));
+    fs::write(&kernel, kernel_support::synthetic_bzimage(version)).unwrap();
+    assert_ok(&banger(
+        sender.path(),
+        &["kernel", "import", kernel.to_str().unwrap()],
+    ));
+    // Make the stored entry hostile, as a bundle from elsewhere could be:
+    // `b` escapes through the link `a` to the bundle root.
+    let modules = sender
+        .path()
+        .join("data/kernels")
+        .join(version)
+        .join("lib/modules")
+        .join(version);
+    fs::create_dir_all(&modules).unwrap();
+    std::os::unix::fs::symlink("../../..", modules.join("a")).unwrap();
+    std::os::unix::fs::symlink("a/..", modules.join("b")).unwrap();
+    let reference = format!("{}/kernels/hostile:v1", registry.address);
+    assert_ok(&banger(
+        sender.path(),
+        &[
+            "kernel",
+            "push",
+            version,
+            &reference,
+            "--insecure-registry",
+            &registry.address,
+        ],
+    ));
+
+    let pull = banger(
+        receiver.path(),
+        &[
+            "kernel",
+            "pull",
+            &reference,
+            "--insecure-registry",
+            &registry.address,
+        ],
+    );
+
+    let message = String::from_utf8_lossy(&pull.stderr);
+    assert!(!pull.status.success(), "the hostile bundle was pulled");
+    assert!(message.contains("climbs out of the bundle"), "{message}");
+    assert!(message.contains(&reference), "{message}");
+    assert!(!message.contains("blobs/sha256"), "{message}");
+    assert_no_entries(receiver.path());
+}

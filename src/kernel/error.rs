@@ -2,7 +2,7 @@
 //! involved and what to do about it.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Classify, ExitCode};
 
@@ -156,6 +156,66 @@ impl Error {
             action,
             path,
             source,
+        }
+    }
+}
+
+impl Error {
+    /// Replaces the leading `from` of the input path this error names with
+    /// `to`, so that an error about a staged or cached copy names what the
+    /// user gave (a file or a registry reference) instead.
+    pub(crate) fn naming_input(self, from: &Path, to: &Path) -> Error {
+        let swap = |path: PathBuf| match path.strip_prefix(from) {
+            Ok(rest) if rest.as_os_str().is_empty() => to.to_path_buf(),
+            Ok(rest) => to.join(rest),
+            Err(_) => path,
+        };
+        match self {
+            Error::UnsafeEntry {
+                archive,
+                entry,
+                reason,
+            } => Error::UnsafeEntry {
+                archive: swap(archive),
+                entry,
+                reason,
+            },
+            Error::Archive { archive, source } => Error::Archive {
+                archive: swap(archive),
+                source,
+            },
+            Error::InvalidBundle { path, reason } => Error::InvalidBundle {
+                path: swap(path),
+                reason,
+            },
+            Error::InvalidModules { path, reason } => Error::InvalidModules {
+                path: swap(path),
+                reason,
+            },
+            Error::InvalidPackage { path, reason } => Error::InvalidPackage {
+                path: swap(path),
+                reason,
+            },
+            Error::VersionMismatch {
+                image_version,
+                modules_version,
+                modules,
+            } => Error::VersionMismatch {
+                image_version,
+                modules_version,
+                modules: swap(modules),
+            },
+            Error::InvalidVersion { path, version } => Error::InvalidVersion {
+                path: swap(path),
+                version,
+            },
+            Error::NotAKernelImage { path } => Error::NotAKernelImage { path: swap(path) },
+            Error::NoVersion { path, reason } => Error::NoVersion {
+                path: swap(path),
+                reason,
+            },
+            Error::UnknownSource { path } => Error::UnknownSource { path: swap(path) },
+            other => other,
         }
     }
 }

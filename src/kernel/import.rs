@@ -138,7 +138,12 @@ fn stage_package(staging: &Path, path: &Path) -> Result<Manifest> {
             reason: "it holds no boot/vmlinuz-*; import the linux-image package, not a metapackage or a modules package".to_string(),
         });
     }
-    finish_manifest(staging, path, &deb::source_name(path), Some(path))
+    finish_manifest(
+        staging,
+        &path.join(KERNEL),
+        &deb::source_name(path),
+        Some(path),
+    )
 }
 
 /// Detects the kind of directory given to `kernel import`.
@@ -231,7 +236,7 @@ fn check_bundle(staging: &Path, path: &Path, recorded: Manifest) -> Result<Manif
             "it holds no regular file `{KERNEL}`; the tarball is truncated or not a kernel bundle"
         )));
     }
-    let mut manifest = finish_manifest(staging, path, &recorded.source, Some(path))?;
+    let mut manifest = finish_manifest(staging, &path.join(KERNEL), &recorded.source, Some(path))?;
 
     if manifest.content_sha256 != recorded.content_sha256 {
         return Err(invalid(format!(
@@ -387,10 +392,11 @@ fn modules_root(dir: &Path) -> Result<ModulesRoot> {
 }
 
 /// Reads the staged kernel's version, checks the staged modules against it
-/// and builds the manifest.
+/// and builds the manifest. `kernel_input` is the kernel as the user gave
+/// it (a file, or `ARCHIVE/vmlinuz`), named in errors.
 fn finish_manifest(
     staging: &Path,
-    input: &Path,
+    kernel_input: &Path,
     source: &str,
     modules_source: Option<&Path>,
 ) -> Result<Manifest> {
@@ -403,10 +409,12 @@ fn finish_manifest(
             reason: format!("`{KERNEL}` is not a regular file"),
         });
     }
-    let image = version::read_kernel_image(&kernel)?;
+    // Errors name the user's file rather than the staged copy.
+    let image = version::read_kernel_image(&kernel)
+        .map_err(|error| error.naming_input(&kernel, kernel_input))?;
     if !bundle::is_valid_version(&image.version) {
         return Err(Error::InvalidVersion {
-            path: input.to_path_buf(),
+            path: kernel_input.to_path_buf(),
             version: image.version,
         });
     }
