@@ -277,8 +277,8 @@ fn import_missing_or_special_input_exit_codes() {
     let kernel = home.path().join("vmlinuz-6.1.0-x");
     fs::write(&kernel, kernel_support::synthetic_bzimage("6.1.0-x")).unwrap();
     let fifo = home.path().join("fifo");
-    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(made.success(), "mkfifo failed");
+    let mkfifo_status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(mkfifo_status.success(), "mkfifo failed");
     let kernel_arg = kernel.to_str().unwrap();
     let cases: [(&[&str], i32); 4] = [
         (&["kernel", "import", "/nonexistent"], 3),

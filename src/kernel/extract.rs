@@ -84,7 +84,7 @@ impl<'a> Staging<'a> {
             .mode(file_mode(mode))
             .open(&path)
             .map_err(Error::io("create file", &path))?;
-        // Read and write errors are told apart: a failed read means a bad
+        // Read and write errors get separate variants: a failed read means a bad
         // input, a failed write a full or broken catalog file system.
         let mut buffer = vec![0u8; 64 * 1024];
         let mut copied = 0u64;
