@@ -1027,3 +1027,25 @@ fn image_errors_name_user_file() {
     );
     assert!(!error.to_string().contains(".banger-"), "{error}");
 }
+
+#[test]
+fn boot_rejects_modules_replaced_by_link() {
+    let fixture = Fixture::new();
+    let entry = fixture.import_image(VERSION, true);
+    let host = host_modules(&fixture);
+    let modules = entry.modules_path().unwrap();
+    fs::remove_dir_all(&modules).unwrap();
+    std::os::unix::fs::symlink(host.join("lib/modules").join(VERSION), &modules).unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    let error = banger::kernel::BootSpec::prepare(
+        &entry,
+        banger::kernel::RootDisk::VirtioMmio,
+        &fixture.path("no-guest-init"),
+        work.path(),
+    )
+    .unwrap_err();
+
+    assert!(matches!(error, Error::InvalidModules { .. }), "{error}");
+    assert!(error.to_string().contains(VERSION), "{error}");
+}
