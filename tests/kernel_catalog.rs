@@ -750,3 +750,302 @@ fn import_removes_stale_work_dirs() {
         "a fresh import directory, maybe in use, was removed"
     );
 }
+
+/// Imports `fixture.modules(VERSION)` after `extra` adds links to it, and
+/// returns the error.
+fn import_modules_with(fixture: &Fixture, extra: impl FnOnce(&Path)) -> Error {
+    let root = fixture.modules(VERSION);
+    extra(&root);
+    let source = ImportSource::Image {
+        kernel: fixture.kernel(VERSION),
+        modules: Some(root),
+        initrd: None,
+    };
+    let error = fixture.catalog.import(&source, None).unwrap_err();
+    fixture.assert_entries(&[]);
+    error
+}
+
+#[test]
+fn symlink_chain_escaping_through_inner_link_rejected() {
+    let fixture = Fixture::new();
+    let error = import_modules_with(&fixture, |root| {
+        let dir = root.join("lib/modules").join(VERSION);
+        // `a` points at the bundle root, which is allowed on its own; `b`
+        // climbs out only when `a` is followed as the link it is.
+        std::os::unix::fs::symlink("../../..", dir.join("a")).unwrap();
+        std::os::unix::fs::symlink(
+            format!("a/lib/modules/{VERSION}/a/../../../../../etc/passwd"),
+            dir.join("b"),
+        )
+        .unwrap();
+    });
+    assert!(matches!(error, Error::UnsafeEntry { .. }), "{error}");
+    assert!(error.to_string().contains("/b`"), "{error}");
+}
+
+#[test]
+fn symlink_to_parent_of_root_link_rejected() {
+    let fixture = Fixture::new();
+    let error = import_modules_with(&fixture, |root| {
+        let dir = root.join("lib/modules").join(VERSION);
+        std::os::unix::fs::symlink("../../..", dir.join("a")).unwrap();
+        std::os::unix::fs::symlink("a/..", dir.join("b")).unwrap();
+    });
+    assert!(matches!(error, Error::UnsafeEntry { .. }), "{error}");
+    assert!(error.to_string().contains("a/.."), "{error}");
+}
+
+#[test]
+fn symlink_through_absolute_link_rejected() {
+    let fixture = Fixture::new();
+    let error = import_modules_with(&fixture, |root| {
+        let dir = root.join("lib/modules").join(VERSION);
+        std::os::unix::fs::symlink("build/../etc", dir.join("via-build")).unwrap();
+    });
+    assert!(matches!(error, Error::UnsafeEntry { .. }), "{error}");
+    assert!(error.to_string().contains("via-build"), "{error}");
+}
+
+#[test]
+fn hostile_symlink_chain_in_tarball_rejected() {
+    let outside = tempfile::tempdir().unwrap();
+    // The link that escapes comes first, before the link it goes through.
+    let b = format!("lib/modules/{VERSION}/b");
+    let a = format!("lib/modules/{VERSION}/a");
+    assert_hostile_rejected(
+        &[
+            RawEntry::Dir("lib/"),
+            RawEntry::Dir("lib/modules/"),
+            RawEntry::Symlink(&b, "a/.."),
+            RawEntry::Symlink(&a, "../../.."),
+        ],
+        &b,
+        outside.path(),
+    );
+}
+
+/// Writes a directory standing for a host modules tree, outside any
+/// bundle, and returns the root above its `lib`.
+fn host_modules(fixture: &Fixture) -> PathBuf {
+    let root = fixture.path("host");
+    let dir = root.join("lib/modules").join(VERSION);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("modules.builtin"), b"kernel/fs/ext4/ext4.ko\n").unwrap();
+    root
+}
+
+#[test]
+fn absolute_modules_dir_symlink_rejected() {
+    let fixture = Fixture::new();
+    let host = host_modules(&fixture);
+    let error = import_modules_with(&fixture, |root| {
+        fs::remove_dir_all(root.join("lib/modules")).unwrap();
+        std::os::unix::fs::symlink(host.join("lib/modules"), root.join("lib/modules")).unwrap();
+    });
+    assert!(matches!(error, Error::InvalidModules { .. }), "{error}");
+    assert!(error.to_string().contains("lib/modules"), "{error}");
+}
+
+#[test]
+fn absolute_lib_symlink_rejected() {
+    let fixture = Fixture::new();
+    let host = host_modules(&fixture);
+    let error = import_modules_with(&fixture, |root| {
+        fs::remove_dir_all(root.join("lib")).unwrap();
+        std::os::unix::fs::symlink(host.join("lib"), root.join("lib")).unwrap();
+    });
+    assert!(matches!(error, Error::InvalidModules { .. }), "{error}");
+    assert!(error.to_string().contains("`lib`"), "{error}");
+}
+
+#[test]
+fn bundle_with_absolute_modules_dir_link_rejected() {
+    let fixture = Fixture::new();
+    let host = host_modules(&fixture);
+    let (manifest, kernel) = bundle_head(&fixture);
+    let target = host.join("lib/modules").display().to_string();
+    let entries = vec![
+        RawEntry::File("bundle.json", &manifest),
+        RawEntry::File("vmlinuz", &kernel),
+        RawEntry::Dir("lib/"),
+        RawEntry::Symlink("lib/modules", &target),
+    ];
+    let tarball = fixture.path("linked.tar");
+    fs::write(&tarball, raw_tar(&entries)).unwrap();
+
+    let error = fixture
+        .catalog
+        .import(&ImportSource::Bundle(tarball), None)
+        .unwrap_err();
+
+    assert!(matches!(error, Error::InvalidModules { .. }), "{error}");
+    fixture.assert_entries(&[]);
+}
+
+#[test]
+fn import_rejects_path_like_versions() {
+    for version in ["..", "../../x", "."] {
+        let fixture = Fixture::new();
+        let kernel_path = fixture.path("vmlinuz");
+        fs::write(&kernel_path, synthetic_bzimage(version)).unwrap();
+        let source = ImportSource::Image {
+            kernel: kernel_path.clone(),
+            modules: None,
+            initrd: None,
+        };
+
+        let error = fixture.catalog.import(&source, Some("named")).unwrap_err();
+
+        assert!(matches!(error, Error::InvalidVersion { .. }), "{error}");
+        assert!(
+            error.to_string().contains(&format!("`{version}`")),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains(&kernel_path.display().to_string()),
+            "{error}"
+        );
+        fixture.assert_entries(&[]);
+    }
+}
+
+#[test]
+fn list_skips_entry_with_invalid_manifest() {
+    let fixture = Fixture::new();
+    fixture.import_image(VERSION, false);
+    let broken = fixture.catalog.root().join("broken");
+    fs::create_dir(&broken).unwrap();
+    fs::write(
+        broken.join("bundle.json"),
+        br#"{"format": 1, "version": ".."}"#,
+    )
+    .unwrap();
+
+    let names: Vec<String> = fixture
+        .catalog
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.name)
+        .collect();
+    let error = fixture.catalog.get("broken").unwrap_err();
+
+    assert_eq!(names, vec![VERSION.to_string()]);
+    assert!(matches!(error, Error::InvalidManifest { .. }), "{error}");
+    assert!(
+        error.to_string().contains("`banger kernel rm broken`"),
+        "{error}"
+    );
+}
+
+/// A small tmpfs mounted on a directory this test created, unmounted on drop.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root and mount(8)");
+        Self { dir }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn full_catalog_disk_is_host_resource_error() {
+    let fixture = Fixture::new();
+    let tmpfs = SmallTmpfs::mount("256k");
+    let catalog = Catalog::new(tmpfs.dir.path().join("kernels"));
+    let module = vec![7u8; 1024 * 1024];
+    let module_path = format!("lib/modules/{VERSION}/kernel/big.ko");
+    let tarball = fixture.path("modules.tar");
+    fs::write(
+        &tarball,
+        raw_tar(&[
+            RawEntry::Dir("lib/"),
+            RawEntry::Dir("lib/modules/"),
+            RawEntry::File(&module_path, &module),
+        ]),
+    )
+    .unwrap();
+    let source = ImportSource::Image {
+        kernel: fixture.kernel(VERSION),
+        modules: Some(tarball),
+        initrd: None,
+    };
+
+    let error = catalog.import(&source, None).unwrap_err();
+
+    assert!(matches!(error, Error::Io { .. }), "{error}");
+    assert_eq!(
+        banger::error::Classify::exit_code(&error),
+        banger::error::ExitCode::HostResource
+    );
+    assert!(
+        error
+            .to_string()
+            .contains(&catalog.root().display().to_string()),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("modules.tar"), "{error}");
+    assert_eq!(dir_names(catalog.root()), Vec::<String>::new());
+}
+
+#[test]
+fn image_errors_name_user_file() {
+    let fixture = Fixture::new();
+    let text = fixture.path("notes.txt");
+    fs::write(&text, vec![b'x'; 4096]).unwrap();
+    let source = ImportSource::Image {
+        kernel: text.clone(),
+        modules: None,
+        initrd: None,
+    };
+
+    let error = fixture.catalog.import(&source, None).unwrap_err();
+
+    assert!(matches!(error, Error::NotAKernelImage { .. }), "{error}");
+    assert!(
+        error.to_string().contains(&format!("`{}`", text.display())),
+        "{error}"
+    );
+    assert!(!error.to_string().contains(".banger-"), "{error}");
+}
+
+#[test]
+fn boot_rejects_modules_replaced_by_link() {
+    let fixture = Fixture::new();
+    let entry = fixture.import_image(VERSION, true);
+    let host = host_modules(&fixture);
+    let modules = entry.modules_path().unwrap();
+    fs::remove_dir_all(&modules).unwrap();
+    std::os::unix::fs::symlink(host.join("lib/modules").join(VERSION), &modules).unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    let error = banger::kernel::BootSpec::prepare(
+        &entry,
+        banger::kernel::RootDisk::VirtioMmio,
+        &fixture.path("no-guest-init"),
+        work.path(),
+    )
+    .unwrap_err();
+
+    assert!(matches!(error, Error::InvalidModules { .. }), "{error}");
+    assert!(error.to_string().contains(VERSION), "{error}");
+}

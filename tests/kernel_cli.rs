@@ -10,6 +10,11 @@ use std::process::{Command, Output};
 /// Runs banger with `args` and a data directory under `home`, with no
 /// configuration from the caller or the machine.
 fn banger(home: &Path, args: &[&str]) -> Output {
+    banger_with_env(home, args, &[])
+}
+
+/// Runs banger as [`banger`] does, with the extra variables `env`.
+fn banger_with_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let empty = home.join("empty.toml");
     fs::write(&empty, "").unwrap();
     Command::new(env!("CARGO_BIN_EXE_banger"))
@@ -21,6 +26,8 @@ fn banger(home: &Path, args: &[&str]) -> Output {
         .env("BANGER_DATA_DIR", home.join("data"))
         .env("BANGER_CACHE_DIR", home.join("cache"))
         .env("BANGER_RUNTIME_DIR", home.join("run"))
+        .envs(env.iter().copied())
+        .current_dir(home)
         .output()
         .unwrap()
 }
@@ -163,7 +170,7 @@ fn kernel_errors_exit_codes() {
         ),
         (
             &["kernel", "import", "/nonexistent/vmlinuz"],
-            6,
+            3,
             "/nonexistent/vmlinuz",
         ),
         (
@@ -187,4 +194,164 @@ fn kernel_errors_exit_codes() {
             stderr(&output)
         );
     }
+}
+
+#[test]
+fn ls_warns_about_invalid_entry() {
+    let home = tempfile::tempdir().unwrap();
+    let kernel = home.path().join("vmlinuz-6.1.0-cli");
+    fs::write(&kernel, kernel_support::synthetic_bzimage("6.1.0-cli")).unwrap();
+    assert_ok(&banger(
+        home.path(),
+        &["kernel", "import", kernel.to_str().unwrap()],
+    ));
+    let broken = home.path().join("data/kernels/broken");
+    fs::create_dir(&broken).unwrap();
+    fs::write(broken.join("bundle.json"), b"not json").unwrap();
+
+    let ls = banger(home.path(), &["kernel", "ls"]);
+
+    assert_ok(&ls);
+    assert!(stdout(&ls).contains("6.1.0-cli"), "{}", stdout(&ls));
+    assert!(!stdout(&ls).contains("broken"), "{}", stdout(&ls));
+    assert!(stderr(&ls).contains("broken"), "{}", stderr(&ls));
+    assert!(
+        stderr(&ls).contains("banger kernel rm broken"),
+        "{}",
+        stderr(&ls)
+    );
+}
+
+/// Imports a synthetic kernel image of `version` through the CLI.
+fn import_synthetic(home: &Path, version: &str) {
+    let kernel = home.join(format!("vmlinuz-{version}"));
+    fs::write(&kernel, kernel_support::synthetic_bzimage(version)).unwrap();
+    assert_ok(&banger(
+        home,
+        &["kernel", "import", kernel.to_str().unwrap()],
+    ));
+}
+
+#[test]
+fn default_setting_overrides_stored_default() {
+    let home = tempfile::tempdir().unwrap();
+    import_synthetic(home.path(), "6.1.0-a");
+    import_synthetic(home.path(), "6.1.0-b");
+    assert_ok(&banger(home.path(), &["kernel", "default", "6.1.0-a"]));
+    let env = [("BANGER_DEFAULT_KERNEL", "6.1.0-b")];
+
+    let default = banger_with_env(home.path(), &["kernel", "default"], &env);
+    let ls = banger_with_env(home.path(), &["kernel", "ls"], &env);
+    let inspect_a = banger_with_env(home.path(), &["kernel", "inspect", "6.1.0-a"], &env);
+    let inspect_b = banger_with_env(home.path(), &["kernel", "inspect", "6.1.0-b"], &env);
+    let set = banger_with_env(home.path(), &["kernel", "default", "6.1.0-a"], &env);
+
+    assert_ok(&default);
+    assert_eq!(stdout(&default).trim(), "6.1.0-b");
+    assert_ok(&ls);
+    let listing = stdout(&ls);
+    let marked: Vec<&str> = listing
+        .lines()
+        .filter(|line| line.ends_with('*'))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(marked, vec!["6.1.0-b"], "{listing}");
+    assert!(
+        stdout(&inspect_a).contains("\"default\": false"),
+        "{}",
+        stdout(&inspect_a)
+    );
+    assert!(
+        stdout(&inspect_b).contains("\"default\": true"),
+        "{}",
+        stdout(&inspect_b)
+    );
+    assert_ok(&set);
+    assert!(stderr(&set).contains("overrides"), "{}", stderr(&set));
+    assert!(stderr(&set).contains("6.1.0-b"), "{}", stderr(&set));
+}
+
+#[test]
+fn import_missing_or_special_input_exit_codes() {
+    let home = tempfile::tempdir().unwrap();
+    let kernel = home.path().join("vmlinuz-6.1.0-x");
+    fs::write(&kernel, kernel_support::synthetic_bzimage("6.1.0-x")).unwrap();
+    let fifo = home.path().join("fifo");
+    let mkfifo_status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(mkfifo_status.success(), "mkfifo failed");
+    let kernel_arg = kernel.to_str().unwrap();
+    let cases: [(&[&str], i32); 4] = [
+        (&["kernel", "import", "/nonexistent"], 3),
+        (
+            &["kernel", "import", kernel_arg, "--initrd", "/nonexistent"],
+            3,
+        ),
+        (
+            &["kernel", "import", kernel_arg, "--initrd", "/dev/zero"],
+            2,
+        ),
+        (&["kernel", "import", fifo.to_str().unwrap()], 2),
+    ];
+
+    for (args, code) in cases {
+        let output = banger(home.path(), args);
+
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains('`'),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn default_unset_among_several_is_not_found() {
+    let home = tempfile::tempdir().unwrap();
+    import_synthetic(home.path(), "6.1.0-a");
+    import_synthetic(home.path(), "6.1.0-b");
+
+    let output = banger(home.path(), &["kernel", "default"]);
+
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("banger kernel default NAME"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn rm_tries_every_name() {
+    let home = tempfile::tempdir().unwrap();
+    import_synthetic(home.path(), "6.1.0-a");
+    import_synthetic(home.path(), "6.1.0-b");
+
+    let output = banger(
+        home.path(),
+        &["kernel", "rm", "6.1.0-a", "nosuch", "6.1.0-b"],
+    );
+
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(stderr(&output).contains("nosuch"), "{}", stderr(&output));
+    assert!(!home.path().join("data/kernels/6.1.0-a").exists());
+    assert!(!home.path().join("data/kernels/6.1.0-b").exists());
+}
+
+#[test]
+fn export_dash_writes_stdout() {
+    let home = tempfile::tempdir().unwrap();
+    import_synthetic(home.path(), "6.1.0-a");
+
+    let output = banger(home.path(), &["kernel", "export", "6.1.0-a", "-o", "-"]);
+
+    assert_ok(&output);
+    assert!(!home.path().join("-").exists());
+    assert!(output.stdout.len() > 512, "{} bytes", output.stdout.len());
+    assert_eq!(&output.stdout[257..262], b"ustar");
 }

@@ -152,3 +152,25 @@ fn truncated_package_rejected() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn package_with_absolute_modules_link_rejected() {
+    let work = tempfile::tempdir().unwrap();
+    let host = kernel_tree(work.path(), "host", "lib/modules");
+    let tree = kernel_tree(work.path(), "linked", "lib/modules");
+    fs::remove_dir_all(tree.join("lib/modules")).unwrap();
+    std::os::unix::fs::symlink(host.join("lib/modules"), tree.join("lib/modules")).unwrap();
+    let deb = build_package(work.path(), &tree, "gzip");
+    let catalog = Catalog::new(work.path().join("kernels"));
+
+    let error = catalog
+        .import(&ImportSource::Package(deb), None)
+        .unwrap_err();
+
+    assert!(matches!(error, Error::InvalidModules { .. }), "{error}");
+    assert!(error.to_string().contains("lib/modules"), "{error}");
+    assert_eq!(
+        kernel_support::dir_names(catalog.root()),
+        Vec::<String>::new()
+    );
+}

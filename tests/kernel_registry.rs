@@ -254,3 +254,120 @@ fn pull_missing_tag_fails() {
     );
     assert_no_entries(home.path());
 }
+
+#[test]
+fn pull_waits_for_cache_prune_lock() {
+    let registry = Registry::start();
+    let sender = tempfile::tempdir().unwrap();
+    let receiver = tempfile::tempdir().unwrap();
+    let kernel = sender.path().join("vmlinuz-6.1.0-lock");
+    fs::write(&kernel, kernel_support::synthetic_bzimage("6.1.0-lock")).unwrap();
+    assert_ok(&banger(
+        sender.path(),
+        &["kernel", "import", kernel.to_str().unwrap()],
+    ));
+    let reference = format!("{}/kernels/lock:v1", registry.address);
+    assert_ok(&banger(
+        sender.path(),
+        &[
+            "kernel",
+            "push",
+            "6.1.0-lock",
+            &reference,
+            "--insecure-registry",
+            &registry.address,
+        ],
+    ));
+    let cache =
+        banger::image::blob_cache::BlobCache::open(receiver.path().join("cache/oci")).unwrap();
+    let prune_lock = cache
+        .try_lock_for_prune()
+        .unwrap()
+        .expect("no pull runs yet");
+    let empty = receiver.path().join("empty.toml");
+    fs::write(&empty, "").unwrap();
+    let mut pull = Command::new(env!("CARGO_BIN_EXE_banger"))
+        .args(["kernel", "pull", &reference, "--insecure-registry"])
+        .arg(&registry.address)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", receiver.path())
+        .env("BANGER_CONFIG", &empty)
+        .env("BANGER_DATA_DIR", receiver.path().join("data"))
+        .env("BANGER_CACHE_DIR", receiver.path().join("cache"))
+        .env("BANGER_RUNTIME_DIR", receiver.path().join("run"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    std::thread::sleep(Duration::from_millis(1500));
+    let while_locked = pull.try_wait().unwrap();
+    drop(prune_lock);
+    let status = pull.wait().unwrap();
+
+    assert!(
+        while_locked.is_none(),
+        "the pull ran while prune held the cache"
+    );
+    assert!(
+        status.success(),
+        "pull failed after prune released the cache"
+    );
+    assert!(receiver.path().join("data/kernels/6.1.0-lock").is_dir());
+}
+
+#[test]
+fn pull_errors_name_reference() {
+    let registry = Registry::start();
+    let sender = tempfile::tempdir().unwrap();
+    let receiver = tempfile::tempdir().unwrap();
+    let version = "6.1.0-hostile";
+    let kernel = sender.path().join(format!("vmlinuz-{version}"));
+    fs::write(&kernel, kernel_support::synthetic_bzimage(version)).unwrap();
+    assert_ok(&banger(
+        sender.path(),
+        &["kernel", "import", kernel.to_str().unwrap()],
+    ));
+    // Make the stored entry hostile, as a bundle from elsewhere could be:
+    // `b` escapes through the link `a` to the bundle root.
+    let modules = sender
+        .path()
+        .join("data/kernels")
+        .join(version)
+        .join("lib/modules")
+        .join(version);
+    fs::create_dir_all(&modules).unwrap();
+    std::os::unix::fs::symlink("../../..", modules.join("a")).unwrap();
+    std::os::unix::fs::symlink("a/..", modules.join("b")).unwrap();
+    let reference = format!("{}/kernels/hostile:v1", registry.address);
+    assert_ok(&banger(
+        sender.path(),
+        &[
+            "kernel",
+            "push",
+            version,
+            &reference,
+            "--insecure-registry",
+            &registry.address,
+        ],
+    ));
+
+    let pull = banger(
+        receiver.path(),
+        &[
+            "kernel",
+            "pull",
+            &reference,
+            "--insecure-registry",
+            &registry.address,
+        ],
+    );
+
+    let message = String::from_utf8_lossy(&pull.stderr);
+    assert!(!pull.status.success(), "the hostile bundle was pulled");
+    assert!(message.contains("climbs out of the bundle"), "{message}");
+    assert!(message.contains(&reference), "{message}");
+    assert!(!message.contains("blobs/sha256"), "{message}");
+    assert_no_entries(receiver.path());
+}

@@ -1,6 +1,6 @@
 //! `banger kernel`: the catalog of kernel bundles that VMs boot from.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -64,7 +64,8 @@ pub enum KernelCommand {
         /// Kernel name.
         name: String,
 
-        /// Tarball to write; it is replaced if it exists.
+        /// Tarball to write, or `-` for standard output; a file is replaced
+        /// if it exists.
         #[arg(short, long, value_name = "FILE.tar")]
         output: PathBuf,
     },
@@ -126,7 +127,8 @@ pub struct PushArgs {
 
 /// Runs one `banger kernel` subcommand.
 pub fn run(command: KernelCommand, context: &Context) -> Result<(), Failure> {
-    let catalog = Catalog::from_paths(&context.config.paths);
+    let catalog = Catalog::from_paths(&context.config.paths)
+        .with_configured_default(context.config.default_kernel.clone());
     match command {
         KernelCommand::Import(args) => run_import(&catalog, &args),
         KernelCommand::Pull(args) => run_pull(&catalog, &args, context),
@@ -134,7 +136,7 @@ pub fn run(command: KernelCommand, context: &Context) -> Result<(), Failure> {
         KernelCommand::Ls => run_ls(&catalog, context),
         KernelCommand::Inspect { name } => run_inspect(&catalog, &name),
         KernelCommand::Rm { names, force } => run_rm(&catalog, &names, force),
-        KernelCommand::Default { name } => run_default(&catalog, name.as_deref(), context),
+        KernelCommand::Default { name } => run_default(&catalog, name.as_deref()),
         KernelCommand::Export { name, output } => run_export(&catalog, &name, &output),
     }
 }
@@ -266,25 +268,42 @@ fn run_inspect(catalog: &Catalog, name: &str) -> Result<(), Failure> {
 
 fn run_rm(catalog: &Catalog, names: &[String], force: bool) -> Result<(), Failure> {
     // NOTE: no VM records exist yet; the VM store will list each kernel's users here.
+    let mut failures = Vec::new();
     for name in names {
-        catalog.remove(name, force, &NoVms)?;
-        println!("{name}");
+        match catalog.remove(name, force, &NoVms) {
+            Ok(()) => println!("{name}"),
+            Err(error) => failures.push(Failure::from(error)),
+        }
     }
-    Ok(())
+
+    // Every failure is reported; the first one decides the exit code.
+    let Some(first) = failures.first() else {
+        return Ok(());
+    };
+    let messages: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    Err(Failure::new(first.exit_code(), messages.join("\nbanger: ")))
 }
 
-fn run_default(catalog: &Catalog, name: Option<&str>, context: &Context) -> Result<(), Failure> {
+fn run_default(catalog: &Catalog, name: Option<&str>) -> Result<(), Failure> {
     if let Some(name) = name {
         catalog.set_default(name)?;
+        if let Some(configured) = catalog.configured_default().filter(|c| *c != name) {
+            tracing::warn!(
+                "stored `{name}` as the default kernel, but the default_kernel setting (BANGER_DEFAULT_KERNEL or the config file) names `{configured}` and overrides it; unset that setting for `{name}` to take effect"
+            );
+        }
         return Ok(());
     }
     // Without NAME, print the kernel `vm run` would boot.
-    let entry = catalog.resolve(context.config.default_kernel.as_deref())?;
+    let entry = catalog.resolve(None)?;
     println!("{}", entry.name);
     Ok(())
 }
 
 fn run_export(catalog: &Catalog, name: &str, output: &Path) -> Result<(), Failure> {
+    if output == Path::new("-") {
+        return export_to_stdout(catalog, name);
+    }
     let write_failure = |error: std::io::Error| {
         Failure::new(
             ExitCode::General,
@@ -305,6 +324,26 @@ fn run_export(catalog: &Catalog, name: &str, output: &Path) -> Result<(), Failur
     temp.persist(output)
         .map_err(|error| write_failure(error.error))?;
     Ok(())
+}
+
+/// Writes the bundle tarball of `name` to standard output, unless that is
+/// a terminal.
+fn export_to_stdout(catalog: &Catalog, name: &str) -> Result<(), Failure> {
+    let stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        return Err(Failure::new(
+            ExitCode::Usage,
+            "cannot write a tarball to a terminal; redirect standard output or pass -o FILE.tar",
+        ));
+    }
+    let mut writer = BufWriter::new(stdout.lock());
+    catalog.export(name, &mut writer)?;
+    writer.flush().map_err(|error| {
+        Failure::new(
+            ExitCode::General,
+            format!("failed to write to standard output: {error}"),
+        )
+    })
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {

@@ -115,6 +115,13 @@ impl BootSpec {
         let Some(modules_dir) = &spec.modules else {
             return Ok(spec);
         };
+        let modules_rel = Path::new(super::bundle::MODULES_DIR).join(&version);
+        if let Err(link) = super::extract::real_dir(&entry.dir, &modules_rel) {
+            return Err(Error::InvalidModules {
+                path: entry.dir.join(&link),
+                reason: "it is a symlink or a file; banger never follows a link out of a kernel bundle; remove the kernel and import it again".to_string(),
+            });
+        }
         let index = ModuleIndex::scan(modules_dir, &version)?;
         let mut requested: Vec<&str> = disk.drivers().to_vec();
         requested.push(ROOT_FS_TYPE);

@@ -54,8 +54,13 @@ impl Manifest {
     /// Reads and validates `bundle.json` in the bundle directory `dir`.
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
+        let name = dir
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let invalid = |reason: String| Error::InvalidManifest {
             path: path.clone(),
+            name: name.clone(),
             reason,
         };
         let meta = fs::symlink_metadata(&path).map_err(Error::io("read", &path))?;
@@ -72,9 +77,7 @@ impl Manifest {
                 manifest.format
             )));
         }
-        if extract::normalize(Path::new(&manifest.version))
-            .map_or(true, |p| p.components().count() != 1)
-        {
+        if !is_valid_version(&manifest.version) {
             return Err(invalid(format!(
                 "version `{}` is not a single path component",
                 manifest.version
@@ -88,11 +91,18 @@ impl Manifest {
         let path = dir.join(MANIFEST);
         let mut data = serde_json::to_vec_pretty(self).map_err(|error| Error::InvalidManifest {
             path: path.clone(),
+            name: String::new(),
             reason: error.to_string(),
         })?;
         data.push(b'\n');
         fs::write(&path, data).map_err(Error::io("write", &path))
     }
+}
+
+/// Returns whether a kernel version can name the directory
+/// `lib/modules/<version>`: one path component, neither `.` nor `..`.
+pub fn is_valid_version(version: &str) -> bool {
+    extract::normalize(Path::new(version)).is_ok_and(|path| path.components().count() == 1)
 }
 
 /// Computes the sha256 of a sorted listing of every entry in the bundle
@@ -291,6 +301,10 @@ pub fn stage_tarball(path: &Path, staging_dir: &Path) -> Result<Manifest> {
 
     Manifest::read(staging_dir).map_err(|error| Error::InvalidBundle {
         path: path.to_path_buf(),
-        reason: error.to_string(),
+        reason: match error {
+            // The hint of `InvalidManifest` is for catalog entries, not inputs.
+            Error::InvalidManifest { reason, .. } => format!("its {MANIFEST} is invalid: {reason}"),
+            other => other.to_string(),
+        },
     })
 }

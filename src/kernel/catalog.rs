@@ -95,12 +95,31 @@ impl KernelUsers for NoVms {
 #[derive(Clone, Debug)]
 pub struct Catalog {
     root: PathBuf,
+    /// The `default_kernel` setting, which overrides the stored default.
+    configured_default: Option<String>,
 }
 
 impl Catalog {
     /// Opens the catalog in `root`, which is created on the first import.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            configured_default: None,
+        }
+    }
+
+    /// Makes `name` (the `default_kernel` setting) the default kernel that
+    /// [`Catalog::default_name`], `inspect` and `resolve` report, over the
+    /// one stored with [`Catalog::set_default`].
+    pub fn with_configured_default(mut self, name: Option<String>) -> Self {
+        self.configured_default = name;
+        self
+    }
+
+    /// Returns the `default_kernel` setting given to
+    /// [`Catalog::with_configured_default`].
+    pub fn configured_default(&self) -> Option<&str> {
+        self.configured_default.as_deref()
     }
 
     /// Opens the catalog at `<data>/kernels`.
@@ -213,7 +232,14 @@ impl Catalog {
             if name.starts_with('.') || validate_name(&name).is_err() {
                 continue;
             }
-            entries.push(self.get(&name)?);
+            // One damaged entry must not hide the others.
+            match self.get(&name) {
+                Ok(entry) => entries.push(entry),
+                Err(error @ Error::InvalidManifest { .. }) => {
+                    tracing::warn!(kernel = %name, "skipped kernel: {error}");
+                }
+                Err(error) => return Err(error),
+            }
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
@@ -288,7 +314,7 @@ impl Catalog {
         fs::rename(&entry_dir, &target).map_err(Error::io("remove", &entry_dir))?;
         trash.close().map_err(Error::io("remove", &entry_dir))?;
 
-        if self.default_name()?.as_deref() == Some(name) {
+        if self.stored_default()?.as_deref() == Some(name) {
             let marker = self.root.join(DEFAULT_FILE);
             fs::remove_file(&marker).map_err(Error::io("remove", &marker))?;
         }
@@ -308,8 +334,17 @@ impl Catalog {
         Ok(())
     }
 
-    /// Returns the default kernel's name, if one is set.
+    /// Returns the default kernel's name: the `default_kernel` setting when
+    /// configured, else the one stored with `kernel default NAME`.
     pub fn default_name(&self) -> Result<Option<String>> {
+        match &self.configured_default {
+            Some(name) => Ok(Some(name.clone())),
+            None => self.stored_default(),
+        }
+    }
+
+    /// Returns the name stored with [`Catalog::set_default`], if any.
+    pub fn stored_default(&self) -> Result<Option<String>> {
         let marker = self.root.join(DEFAULT_FILE);
         match fs::read_to_string(&marker) {
             Ok(text) => Ok(Some(text.trim().to_string()).filter(|n| !n.is_empty())),

@@ -2,7 +2,7 @@
 //! involved and what to do about it.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Classify, ExitCode};
 
@@ -18,6 +18,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// A file or directory given on the command line does not exist.
+    #[error("`{path}` not found; check the {what} path")]
+    InputNotFound { path: PathBuf, what: &'static str },
+
+    /// A path given on the command line is a device, fifo or socket.
+    #[error("`{path}` is not a regular file; pass a {what} file")]
+    NotRegularFile { path: PathBuf, what: &'static str },
 
     /// The file is neither a bzImage nor an ELF vmlinux.
     #[error("`{path}` is not a kernel image: expected a bzImage (boot sector magic 0xAA55 and header `HdrS`) or an ELF vmlinux")]
@@ -93,8 +101,16 @@ pub enum Error {
     InUse { name: String, users: Vec<String> },
 
     /// The catalog entry's manifest is unreadable.
-    #[error("invalid manifest `{path}`: {reason}; remove the kernel with `banger kernel rm NAME` and import it again")]
-    InvalidManifest { path: PathBuf, reason: String },
+    #[error("invalid manifest `{path}`: {reason}; remove the kernel with `banger kernel rm {name}` and import it again")]
+    InvalidManifest {
+        path: PathBuf,
+        name: String,
+        reason: String,
+    },
+
+    /// The kernel's version string cannot name its modules directory.
+    #[error("invalid kernel version `{version}` in `{path}`: it must be one path component other than `.` and `..`, because it names lib/modules/<version>; import a kernel built with a plain release string")]
+    InvalidVersion { path: PathBuf, version: String },
 
     /// A kernel module needed to reach the root disk is neither built in nor shipped.
     #[error("kernel {version} has no driver `{module}`, neither built in nor in its modules tree; import the kernel with its modules (--modules)")]
@@ -144,14 +160,76 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Replaces the leading `from` of the input path this error names with
+    /// `to`, so that an error about a staged or cached copy names what the
+    /// user gave (a file or a registry reference) instead.
+    pub(crate) fn naming_input(self, from: &Path, to: &Path) -> Error {
+        let swap = |path: PathBuf| match path.strip_prefix(from) {
+            Ok(rest) if rest.as_os_str().is_empty() => to.to_path_buf(),
+            Ok(rest) => to.join(rest),
+            Err(_) => path,
+        };
+        match self {
+            Error::UnsafeEntry {
+                archive,
+                entry,
+                reason,
+            } => Error::UnsafeEntry {
+                archive: swap(archive),
+                entry,
+                reason,
+            },
+            Error::Archive { archive, source } => Error::Archive {
+                archive: swap(archive),
+                source,
+            },
+            Error::InvalidBundle { path, reason } => Error::InvalidBundle {
+                path: swap(path),
+                reason,
+            },
+            Error::InvalidModules { path, reason } => Error::InvalidModules {
+                path: swap(path),
+                reason,
+            },
+            Error::InvalidPackage { path, reason } => Error::InvalidPackage {
+                path: swap(path),
+                reason,
+            },
+            Error::VersionMismatch {
+                image_version,
+                modules_version,
+                modules,
+            } => Error::VersionMismatch {
+                image_version,
+                modules_version,
+                modules: swap(modules),
+            },
+            Error::InvalidVersion { path, version } => Error::InvalidVersion {
+                path: swap(path),
+                version,
+            },
+            Error::NotAKernelImage { path } => Error::NotAKernelImage { path: swap(path) },
+            Error::NoVersion { path, reason } => Error::NoVersion {
+                path: swap(path),
+                reason,
+            },
+            Error::UnknownSource { path } => Error::UnknownSource { path: swap(path) },
+            other => other,
+        }
+    }
+}
+
 impl Classify for Error {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Error::NotFound { .. } | Error::NoKernels | Error::GuestInitNotFound { .. } => {
-                ExitCode::NotFound
-            }
+            Error::NotFound { .. }
+            | Error::NoKernels
+            | Error::NoDefault { .. }
+            | Error::InputNotFound { .. }
+            | Error::GuestInitNotFound { .. } => ExitCode::NotFound,
             Error::Exists { .. } | Error::InUse { .. } => ExitCode::Conflict,
-            Error::InvalidName { .. } | Error::NoDefault { .. } => ExitCode::Usage,
+            Error::InvalidName { .. } | Error::NotRegularFile { .. } => ExitCode::Usage,
             Error::Io { .. } => ExitCode::HostResource,
             Error::Registry { .. } | Error::NotAKernelArtifact { .. } => ExitCode::Remote,
             _ => ExitCode::General,

@@ -2,16 +2,21 @@
 //!
 //! Every write goes through [`Staging`], which keeps it inside the staging
 //! root: entry paths that are absolute or contain `..` are rejected, no write
-//! goes through a symlink, a relative symlink target may not climb above the
-//! root, and a hard link must point at a regular file already extracted.
-//! Absolute symlink targets are kept as they are, because they are only ever
-//! resolved inside the guest (`lib/modules/<v>/build -> /usr/src/...`).
-//! The host never follows a symlink inside a bundle: code that reads bundle
-//! files opens only regular files.
+//! goes through a symlink, and a hard link must point at a regular file
+//! already extracted. Once everything is staged, [`check_links`] resolves
+//! each relative symlink target through the links staged beside it and
+//! rejects one that leaves the root or passes through an absolute link.
+//! Absolute symlink targets are kept as they are for leaf links, because
+//! they are only ever resolved inside the guest
+//! (`lib/modules/<v>/build -> /usr/src/...`); the directories banger reads
+//! (`lib`, `lib/modules`, `lib/modules/<v>`) must be real directories, so no
+//! path the host reads goes through a link. The host never follows a
+//! symlink inside a bundle: code that reads bundle files opens only regular
+//! files and walks directories with `symlink_metadata`.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -47,6 +52,12 @@ impl<'a> Staging<'a> {
         }
     }
 
+    /// Returns the directory that contains the staging root: the kernel
+    /// catalog, which is what a user can free space in.
+    fn catalog_dir(&self) -> &Path {
+        self.root.parent().unwrap_or(self.root)
+    }
+
     /// Creates the directory `rel`, and its missing parents.
     pub fn create_dir(&self, rel: &Path, mode: u32) -> Result<()> {
         let path = self.prepare(rel)?;
@@ -73,10 +84,26 @@ impl<'a> Staging<'a> {
             .mode(file_mode(mode))
             .open(&path)
             .map_err(Error::io("create file", &path))?;
-        let copied = io::copy(data, &mut file).map_err(|source| Error::Archive {
-            archive: self.archive.to_path_buf(),
-            source,
-        })?;
+        // Read and write errors get separate variants: a failed read means a bad
+        // input, a failed write a full or broken catalog file system.
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut copied = 0u64;
+        loop {
+            let count = match data.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(Error::Archive {
+                        archive: self.archive.to_path_buf(),
+                        source,
+                    })
+                }
+            };
+            file.write_all(&buffer[..count])
+                .map_err(Error::io("write to the kernel catalog", self.catalog_dir()))?;
+            copied += count as u64;
+        }
         if copied != size {
             return Err(Error::Archive {
                 archive: self.archive.to_path_buf(),
@@ -221,6 +248,136 @@ fn climbs_out(parent_depth: usize, target: &Path) -> bool {
         }
     }
     false
+}
+
+/// Most symlinks followed while resolving one target, as the kernel's
+/// `MAXSYMLINKS`.
+const MAX_LINK_HOPS: usize = 40;
+
+/// Checks every symlink of the staged tree `root`: a relative target,
+/// resolved from the link's directory through the symlinks of the tree,
+/// must stay inside `root` and must not pass through a symlink with an
+/// absolute target. `archive` is named in errors.
+///
+/// # Errors
+/// [`Error::UnsafeEntry`] naming the first link that escapes.
+pub fn check_links(root: &Path, archive: &Path) -> Result<()> {
+    let staging = Staging::new(root, archive);
+    let mut links = Vec::new();
+    collect_links(root, Path::new(""), &mut links)?;
+    for link in links {
+        let full = root.join(&link);
+        let target = fs::read_link(&full).map_err(Error::io("read symlink", &full))?;
+        if target.is_absolute() {
+            continue;
+        }
+        if let Err(reason) = resolve_inside(root, &link, &target) {
+            return Err(staging.reject(
+                &link,
+                format!("relative symlink target `{}` {reason}", target.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Lists the symlinks under `root/rel`, relative to `root`, without
+/// following any.
+fn collect_links(root: &Path, rel: &Path, links: &mut Vec<PathBuf>) -> Result<()> {
+    let dir = root.join(rel);
+    let mut children: Vec<_> = fs::read_dir(&dir)
+        .map_err(Error::io("read directory", &dir))?
+        .collect::<io::Result<_>>()
+        .map_err(Error::io("read directory", &dir))?;
+    children.sort_by_key(|child| child.file_name());
+    for child in children {
+        let child_rel = rel.join(child.file_name());
+        let file_type = child
+            .file_type()
+            .map_err(Error::io("read", root.join(&child_rel)))?;
+        if file_type.is_symlink() {
+            links.push(child_rel);
+        } else if file_type.is_dir() {
+            collect_links(root, &child_rel, links)?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the relative symlink target `target` of the link `link` (both
+/// relative to `root`) lexically, following the symlinks found in `root` on
+/// the way, and returns why it leaves `root` if it does. A missing component
+/// is taken as a plain directory, since nothing can be created there later.
+fn resolve_inside(root: &Path, link: &Path, target: &Path) -> std::result::Result<(), String> {
+    let mut current: Vec<std::ffi::OsString> = link
+        .parent()
+        .map(|parent| {
+            parent
+                .components()
+                .map(|c| c.as_os_str().to_os_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> = target
+        .components()
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    let mut hops = 0;
+    while let Some(component) = pending.pop_front() {
+        if component == "." {
+            continue;
+        }
+        if component == ".." {
+            if current.pop().is_none() {
+                return Err("climbs out of the bundle".to_string());
+            }
+            continue;
+        }
+        let mut candidate: PathBuf = current.iter().collect();
+        candidate.push(&component);
+        match fs::symlink_metadata(root.join(&candidate)) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                hops += 1;
+                if hops > MAX_LINK_HOPS {
+                    return Err(format!(
+                        "follows more than {MAX_LINK_HOPS} symlinks (a loop?)"
+                    ));
+                }
+                let next = fs::read_link(root.join(&candidate))
+                    .map_err(|error| format!("cannot be resolved: {error}"))?;
+                if next.is_absolute() {
+                    return Err(format!(
+                        "passes through `{}`, a symlink to the absolute path `{}`",
+                        candidate.display(),
+                        next.display()
+                    ));
+                }
+                for part in next.components().rev() {
+                    pending.push_front(part.as_os_str().to_os_string());
+                }
+            }
+            _ => current.push(component),
+        }
+    }
+    Ok(())
+}
+
+/// Returns whether `root/rel` exists, after checking that it and each of its
+/// parents below `root` is a real directory, not a symlink.
+///
+/// # Errors
+/// The path of the first component that exists but is not a directory.
+pub fn real_dir(root: &Path, rel: &Path) -> std::result::Result<bool, PathBuf> {
+    let mut current = PathBuf::new();
+    for component in rel.components() {
+        current.push(component);
+        match fs::symlink_metadata(root.join(&current)) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(current),
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 /// Keeps the permission bits and drops setuid, setgid and sticky: nothing in

@@ -37,8 +37,15 @@ impl ImportSource {
     /// first bytes decide: an ar archive is a package, a kernel image is an
     /// image, and a tar or compressed file is a bundle tarball.
     pub fn detect(path: &Path) -> Result<ImportSource> {
-        if path.is_dir() {
+        let meta = input_metadata(path, "kernel, package or bundle")?;
+        if meta.is_dir() {
             return detect_directory(path);
+        }
+        if !meta.is_file() {
+            return Err(Error::NotRegularFile {
+                path: path.to_path_buf(),
+                what: "kernel image, package or bundle",
+            });
         }
 
         let mut head = Vec::with_capacity(0x400);
@@ -108,14 +115,19 @@ fn stage_image(
     initrd: Option<&Path>,
 ) -> Result<Manifest> {
     let writer = Staging::new(staging, kernel);
-    copy_regular_file(&writer, kernel, Path::new(KERNEL))?;
+    copy_regular_file(&writer, kernel, Path::new(KERNEL), "kernel image")?;
     if let Some(initrd) = initrd {
-        copy_regular_file(&Staging::new(staging, initrd), initrd, Path::new(INITRD))?;
+        copy_regular_file(
+            &Staging::new(staging, initrd),
+            initrd,
+            Path::new(INITRD),
+            "initrd",
+        )?;
     }
     if let Some(modules) = modules {
         stage_modules(staging, modules)?;
     }
-    finish_manifest(staging, &deb::source_name(kernel), modules)
+    finish_manifest(staging, kernel, &deb::source_name(kernel), modules)
 }
 
 fn stage_package(staging: &Path, path: &Path) -> Result<Manifest> {
@@ -126,7 +138,12 @@ fn stage_package(staging: &Path, path: &Path) -> Result<Manifest> {
             reason: "it holds no boot/vmlinuz-*; import the linux-image package, not a metapackage or a modules package".to_string(),
         });
     }
-    finish_manifest(staging, &deb::source_name(path), Some(path))
+    finish_manifest(
+        staging,
+        &path.join(KERNEL),
+        &deb::source_name(path),
+        Some(path),
+    )
 }
 
 /// Detects the kind of directory given to `kernel import`.
@@ -163,9 +180,10 @@ fn detect_directory(path: &Path) -> Result<ImportSource> {
             });
         }
     };
+    // A modules path that is a link is passed on, so that staging rejects it.
     let has_modules = ["lib/modules", "usr/lib/modules"]
         .iter()
-        .any(|dir| path.join(dir).is_dir());
+        .any(|dir| !matches!(extract::real_dir(path, Path::new(dir)), Ok(false)));
     Ok(ImportSource::Image {
         kernel,
         modules: has_modules.then(|| path.to_path_buf()),
@@ -195,7 +213,12 @@ fn stage_bundle_dir(staging: &Path, path: &Path) -> Result<Manifest> {
     }
     Manifest::read(staging).map_err(|error| Error::InvalidBundle {
         path: path.to_path_buf(),
-        reason: error.to_string(),
+        reason: match error {
+            Error::InvalidManifest { reason, .. } => {
+                format!("its {} is invalid: {reason}", bundle::MANIFEST)
+            }
+            other => other.to_string(),
+        },
     })
 }
 
@@ -213,7 +236,7 @@ fn check_bundle(staging: &Path, path: &Path, recorded: Manifest) -> Result<Manif
             "it holds no regular file `{KERNEL}`; the tarball is truncated or not a kernel bundle"
         )));
     }
-    let mut manifest = finish_manifest(staging, &recorded.source, Some(path))?;
+    let mut manifest = finish_manifest(staging, &path.join(KERNEL), &recorded.source, Some(path))?;
 
     if manifest.content_sha256 != recorded.content_sha256 {
         return Err(invalid(format!(
@@ -237,24 +260,46 @@ fn check_bundle(staging: &Path, path: &Path, recorded: Manifest) -> Result<Manif
 
 /// Copies a regular file (following a symlink given on the command line)
 /// into the staging directory.
-fn copy_regular_file(writer: &Staging<'_>, source: &Path, dest: &Path) -> Result<()> {
-    let meta = fs::metadata(source).map_err(Error::io("read", source))?;
+fn copy_regular_file(
+    writer: &Staging<'_>,
+    source: &Path,
+    dest: &Path,
+    what: &'static str,
+) -> Result<()> {
+    let meta = input_metadata(source, what)?;
     if !meta.is_file() {
-        return Err(Error::Io {
-            action: "read",
+        return Err(Error::NotRegularFile {
             path: source.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            what,
         });
     }
     let mut file = File::open(source).map_err(Error::io("open", source))?;
     writer.write_file(dest, 0o644, meta.len(), &mut file)
 }
 
+/// Returns the metadata of a path given on the command line, following a
+/// symlink, with a not-found error naming `what` it should be.
+fn input_metadata(path: &Path, what: &'static str) -> Result<fs::Metadata> {
+    fs::metadata(path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => Error::InputNotFound {
+            path: path.to_path_buf(),
+            what,
+        },
+        _ => Error::io("read", path)(error),
+    })
+}
+
 /// Stages a modules tree given as a directory, a tar (maybe compressed) or a
 /// package, under `lib/modules/`.
 fn stage_modules(staging: &Path, modules: &Path) -> Result<()> {
     let writer = Staging::new(staging, modules);
-    let meta = fs::metadata(modules).map_err(Error::io("read", modules))?;
+    let meta = input_metadata(modules, "modules")?;
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(Error::NotRegularFile {
+            path: modules.to_path_buf(),
+            what: "modules directory, tar or package",
+        });
+    }
 
     if meta.is_dir() {
         // The copy keeps symlinks, so resolve one given on the command line first.
@@ -314,8 +359,18 @@ enum ModulesRoot {
 /// `lib/modules/<version>` directory.
 fn modules_root(dir: &Path) -> Result<ModulesRoot> {
     for nested in ["lib/modules", "usr/lib/modules"] {
-        if dir.join(nested).is_dir() {
-            return Ok(ModulesRoot::Parent(dir.join(nested)));
+        match extract::real_dir(dir, Path::new(nested)) {
+            Ok(true) => return Ok(ModulesRoot::Parent(dir.join(nested))),
+            Ok(false) => {}
+            Err(link) => {
+                return Err(Error::InvalidModules {
+                    path: dir.to_path_buf(),
+                    reason: format!(
+                        "`{}` in it is a symlink or a file; banger does not follow symlinks inside a modules tree, so pass the directory it points to",
+                        link.display()
+                    ),
+                })
+            }
         }
     }
     let looks_like_version = |d: &Path| {
@@ -337,12 +392,15 @@ fn modules_root(dir: &Path) -> Result<ModulesRoot> {
 }
 
 /// Reads the staged kernel's version, checks the staged modules against it
-/// and builds the manifest.
+/// and builds the manifest. `kernel_input` is the kernel as the user gave
+/// it (a file, or `ARCHIVE/vmlinuz`), named in errors.
 fn finish_manifest(
     staging: &Path,
+    kernel_input: &Path,
     source: &str,
     modules_source: Option<&Path>,
 ) -> Result<Manifest> {
+    extract::check_links(staging, modules_source.unwrap_or(staging))?;
     let kernel = staging.join(KERNEL);
     let meta = fs::symlink_metadata(&kernel).map_err(Error::io("read", &kernel))?;
     if !meta.is_file() {
@@ -351,7 +409,15 @@ fn finish_manifest(
             reason: format!("`{KERNEL}` is not a regular file"),
         });
     }
-    let image = version::read_kernel_image(&kernel)?;
+    // Errors name the user's file rather than the staged copy.
+    let image = version::read_kernel_image(&kernel)
+        .map_err(|error| error.naming_input(&kernel, kernel_input))?;
+    if !bundle::is_valid_version(&image.version) {
+        return Err(Error::InvalidVersion {
+            path: kernel_input.to_path_buf(),
+            version: image.version,
+        });
+    }
     let initrd = staging.join(INITRD);
     let has_initrd = match fs::symlink_metadata(&initrd) {
         Ok(meta) if meta.is_file() => true,
@@ -381,11 +447,22 @@ fn finish_manifest(
 fn check_modules(staging: &Path, version: &str, source: Option<&Path>) -> Result<bool> {
     let dir = staging.join(MODULES_DIR);
     let source = source.unwrap_or(staging).to_path_buf();
-    let children = match fs::read_dir(&dir) {
-        Ok(children) => children,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(error) => return Err(Error::io("read directory", &dir)(error)),
-    };
+    // Read the tree only when no part of `lib/modules` is a link, so that
+    // reading it never follows one out of the bundle.
+    match extract::real_dir(staging, Path::new(MODULES_DIR)) {
+        Ok(true) => {}
+        Ok(false) => return Ok(false),
+        Err(link) => {
+            return Err(Error::InvalidModules {
+                path: source,
+                reason: format!(
+                    "`{}` is a symlink or a file; banger reads the modules tree without following symlinks, so {MODULES_DIR} and {MODULES_DIR}/<version> must be real directories",
+                    link.display()
+                ),
+            })
+        }
+    }
+    let children = fs::read_dir(&dir).map_err(Error::io("read directory", &dir))?;
 
     let mut versions = Vec::new();
     for child in children {

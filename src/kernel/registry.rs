@@ -8,7 +8,7 @@
 //! bundle's `bundle.json` ([`CONFIG_MEDIA_TYPE`]), and its one layer is the
 //! tarball that `kernel export` writes ([`BUNDLE_MEDIA_TYPE`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
@@ -128,6 +128,9 @@ pub async fn pull(
     };
     let auth = credentials(reference, options)?;
     let client = client_for(reference, options);
+    // Held until the bundle is imported, so that `image prune` neither
+    // deletes the blob nor its temporary file while this pull uses them.
+    let _cache_lock = cache.lock_for_pull()?;
 
     let (manifest, manifest_digest) = client
         .pull_image_manifest(reference.as_oci(), &auth)
@@ -168,8 +171,12 @@ pub async fn pull(
     }
     tracing::debug!(reference = %reference, manifest = %manifest_digest, bundle = %digest, "kernel bundle cached");
 
-    let source = ImportSource::Bundle(cache.path(&digest));
-    catalog.import(&source, name)
+    let blob = cache.path(&digest);
+    let source = ImportSource::Bundle(blob.clone());
+    // Errors about the bundle name the reference, not the cached blob.
+    catalog
+        .import(&source, name)
+        .map_err(|error| error.naming_input(&blob, Path::new(&reference.to_string())))
 }
 
 /// Checks that `manifest` describes a kernel bundle and returns its layer.
