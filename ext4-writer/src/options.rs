@@ -58,16 +58,43 @@ pub struct Reproducible {
 
 impl Reproducible {
     /// Uses `seed`, and the time from the `SOURCE_DATE_EPOCH` environment
-    /// variable, or 0 when it is unset or not an integer.
+    /// variable, or 0 when it is unset or invalid. [`Reproducible::try_from_env`]
+    /// reports an invalid value instead.
     pub fn from_env(seed: u64) -> Self {
-        Self::from_epoch_text(seed, std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())
+        Self::try_from_env(seed).unwrap_or(Self { seed, timestamp: 0 })
     }
 
-    fn from_epoch_text(seed: u64, epoch: Option<&str>) -> Self {
-        let timestamp = epoch
-            .and_then(|value| value.trim().parse::<i64>().ok())
-            .unwrap_or(0);
-        Self { seed, timestamp }
+    /// Uses `seed`, and the time from the `SOURCE_DATE_EPOCH` environment
+    /// variable, or 0 when it is unset.
+    ///
+    /// # Errors
+    /// The variable is set but is not a decimal count of seconds from 0 to
+    /// 2^63-1, as the reproducible-builds specification requires. The
+    /// message names the value.
+    pub fn try_from_env(seed: u64) -> Result<Self, String> {
+        match std::env::var_os("SOURCE_DATE_EPOCH") {
+            None => Ok(Self { seed, timestamp: 0 }),
+            Some(value) => match value.to_str() {
+                Some(text) => Self::from_epoch_text(seed, text),
+                None => Err(format!(
+                    "invalid SOURCE_DATE_EPOCH {value:?}: expected a whole number of seconds since 1970"
+                )),
+            },
+        }
+    }
+
+    fn from_epoch_text(seed: u64, epoch: &str) -> Result<Self, String> {
+        let digits = epoch.trim();
+        let invalid = || {
+            format!(
+                "invalid SOURCE_DATE_EPOCH {epoch:?}: expected a whole number of seconds since 1970, such as 1700000000"
+            )
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let timestamp = digits.parse::<i64>().map_err(|_| invalid())?;
+        Ok(Self { seed, timestamp })
     }
 }
 
@@ -175,19 +202,18 @@ mod tests {
 
     #[test]
     fn source_date_epoch_parsed() {
-        assert_eq!(
-            Reproducible::from_epoch_text(1, Some("1700000000")).timestamp,
-            1_700_000_000
-        );
-        assert_eq!(
-            Reproducible::from_epoch_text(1, Some(" 42\n")).timestamp,
-            42
-        );
-        assert_eq!(
-            Reproducible::from_epoch_text(1, Some("yesterday")).timestamp,
-            0
-        );
-        assert_eq!(Reproducible::from_epoch_text(1, None).timestamp, 0);
+        let parse = |text| Reproducible::from_epoch_text(1, text).map(|r| r.timestamp);
+        assert_eq!(parse("1700000000"), Ok(1_700_000_000));
+        assert_eq!(parse(" 42\n"), Ok(42));
+        assert_eq!(parse("0"), Ok(0));
+    }
+
+    #[test]
+    fn source_date_epoch_invalid_rejected() {
+        for bad in ["abc", "-5", "1e9", "99999999999999999999", "", "+5", "1.5"] {
+            let err = Reproducible::from_epoch_text(1, bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{bad:?}: {err}");
+        }
     }
 
     #[test]

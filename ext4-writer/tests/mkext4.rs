@@ -288,3 +288,149 @@ fn many_files_low_descriptor_limit() {
     );
     assert_eq!(dump, "file 99999\n");
 }
+
+/// Runs mkext4 on a small source into `output` with extra arguments.
+fn build_into(output: &Path, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("file"), b"content\n").unwrap();
+    mkext4()
+        .arg(output)
+        .arg("--from-dir")
+        .arg(dir.path())
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// A loop device over a file in a temp dir, detached on drop.
+struct LoopDevice {
+    device: String,
+}
+
+impl LoopDevice {
+    fn new(backing: &Path) -> Self {
+        let device = oracle::run(Command::new("losetup").args(["-f", "--show"]).arg(backing))
+            .trim()
+            .to_string();
+        Self { device }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+#[test]
+fn block_device_written_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("backing");
+    // Old data that the image must not show through: ones everywhere.
+    fs::write(&backing, vec![0xffu8; 64 << 20]).unwrap();
+    let device = LoopDevice::new(&backing);
+
+    let output = build_into(Path::new(&device.device), &[]);
+
+    check_success(&output);
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.contains(&format!("{} bytes", 64 << 20)),
+        "{summary}"
+    );
+    oracle::assert_fsck_clean(Path::new(&device.device));
+    assert!(Path::new(&device.device).exists(), "the device node stays");
+}
+
+#[test]
+fn block_device_too_small_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("backing");
+    fs::write(&backing, vec![0xffu8; 1 << 20]).unwrap();
+    let device = LoopDevice::new(&backing);
+
+    let larger = build_into(Path::new(&device.device), &["--size", "2M"]);
+    let small = build_into(Path::new(&device.device), &["--size", "8K"]);
+
+    assert!(!larger.status.success());
+    let stderr = String::from_utf8_lossy(&larger.stderr);
+    assert!(stderr.contains("larger than the device"), "{stderr}");
+    assert!(!small.status.success());
+    assert!(Path::new(&device.device).exists(), "the device node stays");
+}
+
+#[test]
+fn fifo_output_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    oracle::run(Command::new("mkfifo").arg(&fifo));
+
+    let output = build_into(&fifo, &[]);
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is a fifo"), "{stderr}");
+    assert!(fs::symlink_metadata(&fifo).is_ok(), "the fifo stays");
+}
+
+#[test]
+fn failed_build_keeps_existing_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.ext4");
+    fs::write(&image, b"old image").unwrap();
+    let link = dir.path().join("link.ext4");
+    std::os::unix::fs::symlink(&image, &link).unwrap();
+
+    let direct = build_into(&image, &["--size", "8K"]);
+    let through_link = build_into(&link, &["--size", "8K"]);
+
+    assert!(!direct.status.success());
+    assert!(!through_link.status.success());
+    assert_eq!(fs::read(&image).unwrap(), b"old image");
+    assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 2, "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn symlink_output_replaces_target() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.ext4");
+    fs::write(&image, b"old image").unwrap();
+    fs::set_permissions(&image, fs::Permissions::from_mode(0o640)).unwrap();
+    let link = dir.path().join("link.ext4");
+    std::os::unix::fs::symlink(&image, &link).unwrap();
+
+    let output = build_into(&link, &[]);
+
+    check_success(&output);
+    assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+    oracle::assert_fsck_clean(&image);
+    let mode = fs::metadata(&image).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o640, "the replaced file keeps its mode");
+}
+
+#[test]
+fn invalid_source_date_epoch_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.ext4");
+    for bad in ["abc", "-5", "1e9", "99999999999999999999"] {
+        let output = mkext4()
+            .arg(&image)
+            .arg("--from-dir")
+            .arg(dir.path())
+            .arg("--reproducible")
+            .env("SOURCE_DATE_EPOCH", bad)
+            .output()
+            .unwrap();
+
+        assert!(!output.status.success(), "{bad} accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(bad), "{stderr}");
+    }
+}
