@@ -272,6 +272,44 @@ fn gnu_tar_pax_xattrs_read() {
 }
 
 #[test]
+fn gnu_tar_negative_mtime_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old");
+    std::fs::write(&file, b"data").unwrap();
+    let status = Command::new("touch")
+        .args(["-m", "-d", "@-315619200"])
+        .arg(&file)
+        .status()
+        .expect("touch (coreutils) must be installed");
+    assert!(status.success());
+    let archive = gnu_tar(dir.path(), &["--format=gnu", "old"]);
+
+    let entries = read_entries(&archive);
+
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].metadata.mtime, Timestamp::new(-315_619_200, 0));
+}
+
+#[test]
+fn base256_negative_uid_rejected() {
+    let mut header = header(EntryType::Regular, 0o644, 0);
+    header.set_path("f").unwrap();
+    // Base-256 -1: the marker bit and all ones.
+    header.as_mut_bytes()[108..116].fill(0xff);
+    header.set_cksum();
+    let mut archive = header.as_bytes().to_vec();
+    archive.extend_from_slice(&[0u8; 1024]);
+
+    let mut spool = Spool::new().unwrap();
+    let err = Reader::new(&archive[..])
+        .next_entry(&mut spool)
+        .unwrap_err()
+        .to_string();
+
+    assert!(err.contains("uid -1"), "{err}");
+}
+
+#[test]
 fn tree_places_entries_in_order() {
     let mut builder = Builder::new(Vec::new());
     // A file before its directory, whose metadata arrives later.
