@@ -3,6 +3,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::tree::Timestamp;
+
 /// Filesystem block size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BlockSize {
@@ -47,6 +49,10 @@ impl Default for Sizing {
 }
 
 /// Settings that make two builds of the same tree byte-identical.
+///
+/// Every inode gets its (clamped) mtime as its atime, ctime and crtime too,
+/// because a source on disk cannot be read without changing its atimes and
+/// its ctimes and crtimes cannot be copied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Reproducible {
     /// Seed of the UUID and hash seed, unless the options set those.
@@ -54,6 +60,9 @@ pub struct Reproducible {
     /// Superblock times (`s_mkfs_time`, `s_wtime`, `s_lastcheck`) and the
     /// times of a `lost+found` the writer creates, in seconds since the epoch.
     pub timestamp: i64,
+    /// Whether mtimes later than `timestamp` are lowered to it, as
+    /// reproducible-builds tools do when `SOURCE_DATE_EPOCH` is set.
+    pub clamp_mtime: bool,
 }
 
 impl Reproducible {
@@ -61,7 +70,11 @@ impl Reproducible {
     /// variable, or 0 when it is unset or invalid. [`Reproducible::try_from_env`]
     /// reports an invalid value instead.
     pub fn from_env(seed: u64) -> Self {
-        Self::try_from_env(seed).unwrap_or(Self { seed, timestamp: 0 })
+        Self::try_from_env(seed).unwrap_or(Self {
+            seed,
+            timestamp: 0,
+            clamp_mtime: false,
+        })
     }
 
     /// Uses `seed`, and the time from the `SOURCE_DATE_EPOCH` environment
@@ -73,7 +86,11 @@ impl Reproducible {
     /// message names the value.
     pub fn try_from_env(seed: u64) -> Result<Self, String> {
         match std::env::var_os("SOURCE_DATE_EPOCH") {
-            None => Ok(Self { seed, timestamp: 0 }),
+            None => Ok(Self {
+                seed,
+                timestamp: 0,
+                clamp_mtime: false,
+            }),
             Some(value) => match value.to_str() {
                 Some(text) => Self::from_epoch_text(seed, text),
                 None => Err(format!(
@@ -94,7 +111,23 @@ impl Reproducible {
             return Err(invalid());
         }
         let timestamp = digits.parse::<i64>().map_err(|_| invalid())?;
-        Ok(Self { seed, timestamp })
+        Ok(Self {
+            seed,
+            timestamp,
+            clamp_mtime: true,
+        })
+    }
+
+    /// Returns `mtime`, lowered to `timestamp` when `clamp_mtime` is set and
+    /// it is later.
+    pub fn clamp(&self, mtime: Timestamp) -> Timestamp {
+        let limit = Timestamp::new(self.timestamp, 0);
+        let later = (mtime.seconds, mtime.nanoseconds) > (limit.seconds, limit.nanoseconds);
+        if self.clamp_mtime && later {
+            limit
+        } else {
+            mtime
+        }
     }
 }
 
@@ -209,6 +242,28 @@ mod tests {
     }
 
     #[test]
+    fn clamp_lowers_later_mtimes_only() {
+        let mut reproducible = Reproducible::from_epoch_text(1, "1000").unwrap();
+        assert_eq!(
+            reproducible.clamp(Timestamp::new(999, 5)),
+            Timestamp::new(999, 5)
+        );
+        assert_eq!(
+            reproducible.clamp(Timestamp::new(1000, 1)),
+            Timestamp::new(1000, 0)
+        );
+        assert_eq!(
+            reproducible.clamp(Timestamp::new(-5, 0)),
+            Timestamp::new(-5, 0)
+        );
+        reproducible.clamp_mtime = false;
+        assert_eq!(
+            reproducible.clamp(Timestamp::new(2000, 0)),
+            Timestamp::new(2000, 0)
+        );
+    }
+
+    #[test]
     fn source_date_epoch_invalid_rejected() {
         for bad in ["abc", "-5", "1e9", "99999999999999999999", "", "+5", "1.5"] {
             let err = Reproducible::from_epoch_text(1, bad).unwrap_err();
@@ -222,6 +277,7 @@ mod tests {
             reproducible: Some(Reproducible {
                 seed: 7,
                 timestamp: 0,
+                clamp_mtime: false,
             }),
             ..Options::default()
         };
@@ -239,6 +295,7 @@ mod tests {
             reproducible: Some(Reproducible {
                 seed: 7,
                 timestamp: 0,
+                clamp_mtime: false,
             }),
             ..Options::default()
         };

@@ -16,7 +16,7 @@ use crate::htree;
 use crate::inode::{self, Inode, IN_INODE_XATTR_ROOM, JOURNAL_INODE};
 use crate::journal;
 use crate::layout::{self, Allocator, Geometry, MetadataBlocks, INODE_SIZE};
-use crate::options::{Options, Sizing};
+use crate::options::{Options, Reproducible, Sizing};
 use crate::output::Output;
 use crate::plan::{self, ContentSize, Plan, FAST_SYMLINK_MAX};
 use crate::superblock::{self, JournalBackup, SuperblockFields, SUPERBLOCK_OFFSET};
@@ -110,6 +110,7 @@ struct Prepared {
     hash_seed: [u8; 16],
     label: [u8; 16],
     time: i64,
+    reproducible: Option<Reproducible>,
 }
 
 fn prepare(tree: &Tree, options: &Options, sizing: Sizing) -> Result<Prepared, Error> {
@@ -130,6 +131,7 @@ fn prepare(tree: &Tree, options: &Options, sizing: Sizing) -> Result<Prepared, E
         hash_seed,
         label,
         time: options.now(),
+        reproducible: options.reproducible,
     })
 }
 
@@ -314,6 +316,7 @@ struct Writer<'t, W: Write + Seek> {
     xattr_blocks: HashMap<Vec<u8>, SharedXattrBlock>,
     used_dirs: Vec<u32>,
     time: Timestamp,
+    reproducible: Option<Reproducible>,
 }
 
 fn write_prepared<W: Write + Seek>(
@@ -331,6 +334,7 @@ fn write_prepared<W: Write + Seek>(
         hash_seed,
         label,
         time,
+        reproducible,
     } = prepared;
 
     // Metadata first, at the same places the sizing computed.
@@ -361,6 +365,7 @@ fn write_prepared<W: Write + Seek>(
             })
             .collect(),
         time: Timestamp::new(time, 0),
+        reproducible,
     };
 
     // The journal, then every inode in number order.
@@ -461,6 +466,13 @@ impl<W: Write + Seek> Writer<'_, W> {
             crtime: metadata.crtime,
             ..Inode::default()
         };
+        if let Some(reproducible) = self.reproducible {
+            let mtime = reproducible.clamp(metadata.mtime);
+            inode.mtime = mtime;
+            inode.atime = mtime;
+            inode.ctime = mtime;
+            inode.crtime = mtime;
+        }
         let links = node.map_or(2, |node| self.plan.links[node.index()]);
         // Links were checked in the plan; directories above the limit
         // store 1, which dir_nlink reads as "many".

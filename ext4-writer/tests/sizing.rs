@@ -154,6 +154,7 @@ fn reproducible_builds_identical() {
         reproducible: Some(Reproducible {
             seed: 43,
             timestamp: 1_700_000_000,
+            clamp_mtime: false,
         }),
         ..Options::default()
     };

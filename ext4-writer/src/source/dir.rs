@@ -154,7 +154,7 @@ impl Walk {
         if size == 0 {
             return Ok(FileData::empty());
         }
-        let file = File::open(path).map_err(|err| io_error("failed to open", path, err))?;
+        let file = open_noatime(path).map_err(|err| io_error("failed to open", path, err))?;
         let runs = data_runs(&file, size)
             .map_err(|err| io_error("failed to find the holes of", path, err))?;
         drop(file);
@@ -288,6 +288,22 @@ fn tree_error(path: &Path, err: Error) -> Error {
     }
 }
 
+/// Opens `path` for reading without updating its atime (O_NOATIME), which
+/// the kernel permits to the file's owner and to root, else opens it plainly.
+fn open_noatime(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let noatime = rustix::fs::OFlags::NOATIME.bits();
+    match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(i32::from_ne_bytes(noatime.to_ne_bytes()))
+        .open(path)
+    {
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => File::open(path),
+        result => result,
+    }
+}
+
 /// File content read from a path that is opened on the first read and
 /// closed when more than [`MAX_OPEN_FILES`] others were opened since.
 #[derive(Debug)]
@@ -313,7 +329,7 @@ impl LazyFile {
         if let Some((_, file)) = open_files.files.iter().find(|(id, _)| *id == self.id) {
             return Ok(Arc::clone(file));
         }
-        let file = Arc::new(File::open(&self.path)?);
+        let file = Arc::new(open_noatime(&self.path)?);
         if open_files.files.len() >= MAX_OPEN_FILES {
             open_files.files.pop_front();
         }
