@@ -310,6 +310,87 @@ fn base256_negative_uid_rejected() {
 }
 
 #[test]
+fn gnu_tar_text_acls_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"data").unwrap();
+    std::fs::create_dir(dir.path().join("d")).unwrap();
+    for (args, path) in [
+        (&["-m", "u:54321:r,u:daemon:rw"][..], "f"),
+        (&["-d", "-m", "g:54322:rx"][..], "d"),
+    ] {
+        let status = Command::new("setfacl")
+            .args(args)
+            .arg(dir.path().join(path))
+            .status()
+            .expect("setfacl (package acl) must be installed");
+        assert!(status.success());
+    }
+    let archive = gnu_tar(dir.path(), &["--format=posix", "--acls", "f", "d"]);
+
+    let entries = read_entries(&archive);
+
+    let acl = |entry: &Entry, name: &[u8]| {
+        entry
+            .metadata
+            .xattrs
+            .iter()
+            .find(|x| x.name == name)
+            .map(|x| x.value.clone())
+    };
+    let vfs = |entries: &[(u16, u16, u32)]| {
+        let mut bytes = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            bytes.extend_from_slice(&tag.to_le_bytes());
+            bytes.extend_from_slice(&perm.to_le_bytes());
+            bytes.extend_from_slice(&id.to_le_bytes());
+        }
+        bytes
+    };
+    let file = entries.iter().find(|e| e.path == b"f").unwrap();
+    let directory = entries.iter().find(|e| e.path.starts_with(b"d")).unwrap();
+    assert_eq!(
+        acl(file, b"system.posix_acl_access"),
+        Some(vfs(&[
+            (0x01, 6, u32::MAX),
+            (0x02, 6, 1),
+            (0x02, 4, 54321),
+            (0x04, 4, u32::MAX),
+            (0x10, 6, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ]))
+    );
+    assert_eq!(
+        acl(directory, b"system.posix_acl_default"),
+        Some(vfs(&[
+            (0x01, 7, u32::MAX),
+            (0x04, 5, u32::MAX),
+            (0x08, 5, 54322),
+            (0x10, 5, u32::MAX),
+            (0x20, 5, u32::MAX),
+        ]))
+    );
+}
+
+#[test]
+fn pax_bad_text_acl_names_entry() {
+    let mut builder = Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("SCHILY.acl.access", &b"user::rwq"[..])])
+        .unwrap();
+    append_file(&mut builder, "etc/shadow", 0o640, b"x");
+    let archive = builder.into_inner().unwrap();
+
+    let mut spool = Spool::new().unwrap();
+    let err = Reader::new(&archive[..])
+        .next_entry(&mut spool)
+        .unwrap_err()
+        .to_string();
+
+    assert!(err.contains("etc/shadow"), "{err}");
+    assert!(err.contains("user::rwq"), "{err}");
+}
+
+#[test]
 fn tree_places_entries_in_order() {
     let mut builder = Builder::new(Vec::new());
     // A file before its directory, whose metadata arrives later.
