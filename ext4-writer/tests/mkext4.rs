@@ -434,3 +434,61 @@ fn invalid_source_date_epoch_rejected() {
         assert!(stderr.contains(bad), "{stderr}");
     }
 }
+
+#[test]
+fn empty_or_compressed_tar_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.tar");
+    fs::write(dir.path().join("file"), b"data").unwrap();
+    oracle::run(
+        Command::new("tar")
+            .current_dir(dir.path())
+            .args(["-cf", "plain.tar", "file"]),
+    );
+    oracle::run(
+        Command::new("sh")
+            .current_dir(dir.path())
+            .args(["-c", "gzip -c plain.tar > plain.tar.gz"]),
+    );
+    let image = dir.path().join("image.ext4");
+    let run = |input: &[u8]| {
+        let mut child = mkext4()
+            .arg(&image)
+            .args(["--from-tar", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+
+    let empty = run(b"");
+    let gzip = run(&fs::read(dir.path().join("plain.tar.gz")).unwrap());
+    let plain = run(&fs::read(&plain).unwrap());
+
+    assert!(!empty.status.success());
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(stderr.contains("no tar data in standard input"), "{stderr}");
+    assert!(!gzip.status.success());
+    let stderr = String::from_utf8_lossy(&gzip.stderr);
+    assert!(stderr.contains("gzip-compressed"), "{stderr}");
+    check_success(&plain);
+}
+
+#[test]
+fn seed_like_output_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let output = mkext4()
+        .current_dir(dir.path())
+        .args(["--reproducible", "5", "--from-dir", "."])
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--reproducible=5"), "{stderr}");
+    assert!(!dir.path().join("5").exists());
+}

@@ -3,7 +3,7 @@
 //! source instead of from the user running it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -55,7 +55,8 @@ struct Cli {
     block_size: u32,
 
     /// Number of inodes. Without it, the number of nodes in the source plus
-    /// the headroom, rounded up to whole block groups.
+    /// the headroom, rounded up to whole block groups, or with --size one
+    /// inode per 16 KiB of the image (at least one per node), as mke2fs.
     #[arg(long, value_name = "COUNT")]
     inodes: Option<u32>,
 
@@ -104,6 +105,7 @@ fn main() -> ExitCode {
 
 /// Reads the source, writes the image and returns a one-line summary.
 fn run(cli: &Cli) -> Result<String, String> {
+    check_output_name(cli)?;
     let options = build_options(cli)?;
 
     let tree = read_source(cli, &options)?;
@@ -122,6 +124,19 @@ fn run(cli: &Cli) -> Result<String, String> {
         report.inodes,
         report.free_inodes
     ))
+}
+
+/// Rejects an output named like a seed after --reproducible, because
+/// `--reproducible 5` reads `5` as the output and leaves the seed at 0.
+fn check_output_name(cli: &Cli) -> Result<(), String> {
+    let name = cli.output.as_os_str().as_encoded_bytes();
+    if cli.reproducible.is_some() && !name.is_empty() && name.iter().all(u8::is_ascii_digit) {
+        let name = cli.output.display();
+        return Err(format!(
+            "the output `{name}` looks like a seed; give the seed as --reproducible={name}, or name the image ./{name}"
+        ));
+    }
+    Ok(())
 }
 
 /// Destination of the image, after following a symlink given as the output.
@@ -165,7 +180,7 @@ fn output_kind(output: &Path) -> Result<OutputKind, String> {
     } else if kind.is_block_device() {
         Ok(OutputKind::Device(resolved))
     } else {
-        let what = if kind.is_dir() {
+        let description = if kind.is_dir() {
             "a directory"
         } else if kind.is_fifo() {
             "a fifo"
@@ -177,7 +192,7 @@ fn output_kind(output: &Path) -> Result<OutputKind, String> {
             "not a regular file"
         };
         Err(format!(
-            "`{}` is {what}; mkext4 writes only to a regular file or a block device",
+            "`{}` is {description}; mkext4 writes only to a regular file or a block device",
             output.display()
         ))
     }
@@ -356,13 +371,42 @@ fn read_source(cli: &Cli, options: &Options) -> Result<Tree, String> {
     })?;
     let root = root_metadata(options);
     let result = if tar == Path::new("-") {
-        tree_from_tar(BufReader::new(io::stdin().lock()), root, &mut spool)
+        let mut input = BufReader::new(io::stdin().lock());
+        check_tar_start(&mut input, "standard input")?;
+        tree_from_tar(input, root, &mut spool)
     } else {
         let file =
             File::open(tar).map_err(|err| format!("failed to open `{}`: {err}", tar.display()))?;
-        tree_from_tar(BufReader::with_capacity(1 << 20, file), root, &mut spool)
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        check_tar_start(&mut input, &format!("`{}`", tar.display()))?;
+        tree_from_tar(input, root, &mut spool)
     };
     result.map_err(|err| format!("failed to read `{}`: {}", tar.display(), error_chain(&err)))
+}
+
+/// Rejects an empty input and a compressed archive before reading it as tar.
+/// `input` names the input in messages.
+fn check_tar_start(reader: &mut impl BufRead, input: &str) -> Result<(), String> {
+    let start = reader
+        .fill_buf()
+        .map_err(|err| format!("failed to read {input}: {err}"))?;
+    if start.is_empty() {
+        return Err(format!("no tar data in {input}; it is empty"));
+    }
+    let compression = [
+        (&b"\x1f\x8b"[..], "gzip", "gzip -dc"),
+        (b"\x28\xb5\x2f\xfd", "zstd", "zstd -dc"),
+        (b"\xfd7zXZ\x00", "xz", "xz -dc"),
+        (b"BZh", "bzip2", "bzip2 -dc"),
+    ];
+    for (magic, format, command) in compression {
+        if start.starts_with(magic) {
+            return Err(format!(
+                "{input} is a {format}-compressed archive; decompress it first, for example with `{command} ARCHIVE | mkext4 IMAGE --from-tar -`"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Metadata of the root until the archive's `./` member replaces it:
@@ -453,7 +497,8 @@ fn parse_uuid(text: &str) -> Result<[u8; 16], String> {
         return Err(invalid());
     }
     let digits: Vec<u8> = text.bytes().filter(|&b| b != b'-').collect();
-    if digits.len() != 32 {
+    // from_str_radix alone would accept a sign such as `+b`.
+    if digits.len() != 32 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return Err(invalid());
     }
     let mut uuid = [0u8; 16];
@@ -496,6 +541,8 @@ mod tests {
             "0b6c4f5e-8d2a-4c1b-9f3e-7a5d2c1b0e9",
             "0b6c4f5e8-d2a-4c1b-9f3e-7a5d2c1b0e9f",
             "zz6c4f5e-8d2a-4c1b-9f3e-7a5d2c1b0e9f",
+            "+b6c4f5e-8d2a-4c1b-9f3e-7a5d2c1b0e9f",
+            "+b+c4f5e8d2a4c1b9f3e7a5d2c1b0e9f",
         ] {
             assert!(parse_uuid(bad).is_err(), "{bad:?} accepted");
         }

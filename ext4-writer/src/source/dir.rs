@@ -1,9 +1,9 @@
 //! A directory on disk as a [`Tree`], as `mke2fs -d` reads one.
 //!
-//! The walk follows a symlink given as the root and no other. It keeps owners, permissions with
-//! setuid, setgid and sticky bits, all four times with nanoseconds, xattrs
-//! (file capabilities and POSIX ACLs included), device numbers and hard
-//! links. File contents stay on disk: each file becomes segments over a
+//! The walk follows a symlink given as the root and no other. It keeps
+//! owners, permissions with setuid, setgid and sticky bits, all four times
+//! with nanoseconds, xattrs (file capabilities and POSIX ACLs included),
+//! device numbers and hard links. File contents stay on disk: each file becomes segments over a
 //! [`LazyFile`] that opens the path only when the writer reads it, so a
 //! tree of many files does not hold one descriptor per file.
 
