@@ -51,7 +51,9 @@ pub enum Error {
     DuplicateXattr { name: Vec<u8> },
 
     /// The xattrs of one node do not fit in the inode plus one xattr block.
-    #[error("the xattrs of a node need {required_bytes} bytes, but the inode and one xattr block hold at most {available_bytes} (largest value: {:?} with {largest_value_bytes} bytes); use a larger block size or smaller xattr values", String::from_utf8_lossy(largest_name))]
+    /// `required_bytes` counts the entries left over after filling the
+    /// inode, and `available_bytes` is the room of one xattr block.
+    #[error("the xattrs that do not fit in the inode need {required_bytes} bytes, but one xattr block holds at most {available_bytes} (largest value: {:?} with {largest_value_bytes} bytes); use a larger block size or smaller xattr values", String::from_utf8_lossy(largest_name))]
     XattrsTooLarge {
         required_bytes: usize,
         available_bytes: usize,
@@ -65,6 +67,15 @@ pub enum Error {
         String::from_utf8_lossy(name)
     )]
     InvalidAcl { name: Vec<u8>, reason: String },
+
+    /// An xattr error ([`Error::InvalidXattrName`], [`Error::DuplicateXattr`],
+    /// [`Error::XattrsTooLarge`], [`Error::InvalidAcl`]) with the node's path.
+    #[error("xattrs of {path:?}: {source}")]
+    NodeXattrs {
+        path: String,
+        #[source]
+        source: Box<Error>,
+    },
 
     /// A node reached through more links than ext4 can count.
     #[error("{path:?} has {count} links but ext4 allows at most 65000 per inode; make some of them copies instead of hard links")]
