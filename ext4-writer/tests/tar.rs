@@ -391,6 +391,28 @@ fn pax_bad_text_acl_names_entry() {
 }
 
 #[test]
+fn header_garbage_escaped_in_errors() {
+    let mut header = header(EntryType::Regular, 0o644, 0);
+    header.set_path("f").unwrap();
+    // A device major with a terminal escape sequence in a character device.
+    header.set_entry_type(EntryType::Char);
+    header.as_mut_bytes()[329..337].copy_from_slice(b"\x1b[2J\x1b]0\x07");
+    header.set_cksum();
+    let mut archive = header.as_bytes().to_vec();
+    archive.extend_from_slice(&[0u8; 1024]);
+
+    let mut spool = Spool::new().unwrap();
+    let err = Reader::new(&archive[..])
+        .next_entry(&mut spool)
+        .unwrap_err()
+        .to_string();
+
+    assert!(!err.contains('\x1b'), "{err:?}");
+    assert!(!err.contains('\x07'), "{err:?}");
+    assert!(err.contains("\\u{1b}[2J"), "{err:?}");
+}
+
+#[test]
 fn tree_places_entries_in_order() {
     let mut builder = Builder::new(Vec::new());
     // A file before its directory, whose metadata arrives later.
