@@ -146,8 +146,17 @@ pub enum Error {
     TooManyInodes { inodes: u64, blocks: u64 },
 
     /// More blocks than this block size can address without `meta_bg`.
-    #[error("{blocks} blocks of {block_size} bytes are too many for one group descriptor table; use a larger block size or a smaller size")]
+    #[error("{blocks} blocks of {block_size} bytes are too many for one group descriptor table; {}", size_advice(*block_size))]
     FilesystemTooLarge { blocks: u64, block_size: u32 },
+
+    /// Automatic sizing grew past the largest filesystem, because of the
+    /// inode count or the headroom.
+    #[error("automatic sizing for {inodes} inodes and {headroom_percent}% headroom needs more blocks of {block_size} bytes than ext4 can address without meta_bg; lower the inode count or the headroom")]
+    AutoSizeTooLarge {
+        inodes: u64,
+        headroom_percent: u32,
+        block_size: u32,
+    },
 
     /// The content does not fit in the fixed size.
     #[error("the tree needs at least {required_bytes} bytes but the fixed size is {available_bytes} bytes; raise the size to {required_bytes} bytes or use automatic sizing")]
@@ -172,4 +181,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// Advice for a filesystem with too many blocks: a larger block size helps
+/// only below the largest, 4096.
+fn size_advice(block_size: u32) -> &'static str {
+    if block_size < 4096 {
+        "use a larger block size or a smaller size"
+    } else {
+        "use a smaller size"
+    }
 }

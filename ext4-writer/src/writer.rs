@@ -268,15 +268,19 @@ fn choose_geometry(
                     blocks =
                         last_group_start + geometry.reserved_blocks(last) + MIN_LAST_GROUP_BLOCKS;
                 }
+                let too_large = || Error::AutoSizeTooLarge {
+                    inodes,
+                    headroom_percent,
+                    block_size,
+                };
                 let (geometry, free, journal_blocks) =
                     match evaluate(block_size, blocks, inodes, options.journal) {
                         Ok(evaluated) => evaluated,
                         Err(Error::OutOfSpace { .. }) | Err(Error::TooManyInodes { .. }) => {
-                            blocks = blocks.checked_mul(2).ok_or(Error::Overflow {
-                                what: "block count",
-                            })?;
+                            blocks = blocks.checked_mul(2).ok_or_else(too_large)?;
                             continue;
                         }
+                        Err(Error::FilesystemTooLarge { .. }) => return Err(too_large()),
                         Err(error) => return Err(error),
                     };
                 let needed = content.blocks + journal_footprint(journal_blocks, block_size);
