@@ -41,6 +41,9 @@ pub struct Report {
     pub inodes: u32,
     pub free_blocks: u64,
     pub free_inodes: u32,
+    /// Blocks of the internal journal; 0 when the options ask for none or
+    /// the filesystem is below 2048 blocks, which gets none as with mke2fs.
+    pub journal_blocks: u32,
 }
 
 /// Writes an ext4 image of `tree` to `out`.
@@ -219,6 +222,82 @@ fn last_group_too_small(block_size: u32, blocks: u64) -> Option<u64> {
         .then(|| geometry.group_first_block(last))
 }
 
+/// Lays out a fixed size of `blocks` blocks, or returns `None` when the
+/// content does not fit.
+fn fixed_geometry(
+    plan: &Plan,
+    content: &ContentSize,
+    options: &Options,
+    inodes: u64,
+    mut blocks: u64,
+) -> Result<Option<(Geometry, u32)>, Error> {
+    let block_size = options.block_size.bytes();
+    if let Some(last_group_start) = last_group_too_small(block_size, blocks) {
+        blocks = last_group_start;
+    }
+    // The default inode count follows mke2fs's bytes-per-inode ratio.
+    // When that leaves no room for the content, only the inodes the
+    // tree needs are made, as minimum_size assumes.
+    let required_inodes = inode_target(plan, options, minimum_sizing())?;
+    for inodes in [inodes, required_inodes] {
+        match evaluate(block_size, blocks, inodes, options.journal) {
+            Ok((geometry, free, journal_blocks)) => {
+                let needed = content.blocks + journal_footprint(journal_blocks, block_size);
+                if free >= needed {
+                    return Ok(Some((geometry, journal_blocks)));
+                }
+            }
+            Err(Error::OutOfSpace { .. }) | Err(Error::TooManyInodes { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(None)
+}
+
+/// Finds the smallest fixed size in bytes that fits, above `too_small`
+/// blocks, by bisection up to the automatic minimum.
+///
+/// NOTE: the journal grows in steps with the size, so a size between two
+/// that fit can fail. The result is a size that fits, not always the least.
+fn smallest_fixed_size(
+    plan: &Plan,
+    content: &ContentSize,
+    options: &Options,
+    tree: &Tree,
+    too_small: u64,
+) -> Result<u64, Error> {
+    let block_size = u64::from(options.block_size.bytes());
+    let upper_bytes = minimum_size(tree, options)?;
+    let fits = |blocks: u64| -> Result<bool, Error> {
+        let inodes = inode_target(
+            plan,
+            options,
+            Sizing::Fixed {
+                bytes: blocks * block_size,
+            },
+        )?;
+        match fixed_geometry(plan, content, options, inodes, blocks) {
+            Ok(found) => Ok(found.is_some()),
+            Err(Error::FilesystemTooLarge { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    };
+    let mut high = upper_bytes / block_size;
+    if !fits(high)? {
+        return Ok(upper_bytes);
+    }
+    let mut low = too_small;
+    while low + 1 < high {
+        let middle = low + (high - low) / 2;
+        if fits(middle)? {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    Ok(high * block_size)
+}
+
 fn choose_geometry(
     plan: &Plan,
     content: &ContentSize,
@@ -230,28 +309,12 @@ fn choose_geometry(
     let inodes = inode_target(plan, options, sizing)?;
     match sizing {
         Sizing::Fixed { bytes } => {
-            let mut blocks = bytes / u64::from(block_size);
-            if let Some(last_group_start) = last_group_too_small(block_size, blocks) {
-                blocks = last_group_start;
-            }
-            // The default inode count follows mke2fs's bytes-per-inode ratio.
-            // When that leaves no room for the content, only the inodes the
-            // tree needs are made, as minimum_size assumes.
-            let required_inodes = inode_target(plan, options, minimum_sizing())?;
-            for inodes in [inodes, required_inodes] {
-                match evaluate(block_size, blocks, inodes, options.journal) {
-                    Ok((geometry, free, journal_blocks)) => {
-                        let needed = content.blocks + journal_footprint(journal_blocks, block_size);
-                        if free >= needed {
-                            return Ok((geometry, journal_blocks));
-                        }
-                    }
-                    Err(Error::OutOfSpace { .. }) | Err(Error::TooManyInodes { .. }) => {}
-                    Err(error) => return Err(error),
-                }
+            let blocks = bytes / u64::from(block_size);
+            if let Some(found) = fixed_geometry(plan, content, options, inodes, blocks)? {
+                return Ok(found);
             }
             Err(Error::DoesNotFit {
-                required_bytes: minimum_size(tree, options)?,
+                required_bytes: smallest_fixed_size(plan, content, options, tree, blocks)?,
                 available_bytes: bytes,
             })
         }
@@ -387,7 +450,9 @@ fn write_prepared<W: Write + Seek>(
         hash_seed,
         journal_backup,
     };
-    writer.finish(&metadata, fields, pad)
+    let mut report = writer.finish(&metadata, fields, pad)?;
+    report.journal_blocks = journal_blocks;
+    Ok(report)
 }
 
 impl<W: Write + Seek> Writer<'_, W> {
@@ -874,6 +939,7 @@ impl<W: Write + Seek> Writer<'_, W> {
             inodes: geometry.inodes_count(),
             free_blocks,
             free_inodes,
+            journal_blocks: 0,
         })
     }
 }

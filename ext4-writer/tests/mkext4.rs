@@ -492,3 +492,47 @@ fn seed_like_output_rejected() {
     assert!(stderr.contains("--reproducible=5"), "{stderr}");
     assert!(!dir.path().join("5").exists());
 }
+
+#[test]
+fn stated_minimum_size_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.ext4");
+
+    let small = build_into(&image, &["--size", "1K"]);
+
+    assert!(!small.status.success());
+    let stderr = String::from_utf8_lossy(&small.stderr);
+    let minimum: u64 = stderr
+        .split("raise the size to ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no minimum stated: {stderr}"));
+    assert!(minimum <= 64 << 10, "{stderr}");
+    let exact = build_into(&image, &["--size", &minimum.to_string()]);
+    check_success(&exact);
+    oracle::assert_fsck_clean(&image);
+    let below = build_into(&image, &["--size", &(minimum - 4096).to_string()]);
+    assert!(!below.status.success());
+}
+
+#[test]
+fn dropped_journal_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.ext4");
+
+    let small = build_into(&image, &["--size", "64K"]);
+    let quiet = build_into(&image, &["--size", "64K", "--no-journal"]);
+    let large = build_into(&image, &["--size", "8M"]);
+
+    check_success(&small);
+    let stderr = String::from_utf8_lossy(&small.stderr);
+    assert!(
+        stderr.contains("warning: the image has no journal"),
+        "{stderr}"
+    );
+    check_success(&quiet);
+    assert!(quiet.stderr.is_empty());
+    check_success(&large);
+    assert!(large.stderr.is_empty());
+}

@@ -114,6 +114,11 @@ fn run(cli: &Cli) -> Result<String, String> {
         OutputKind::Device(path) => write_device(cli, &tree, options.clone(), &path)?,
         OutputKind::File(path) => write_regular(&tree, &options, &path)?,
     };
+    if options.journal && report.journal_blocks == 0 {
+        eprintln!(
+            "mkext4: warning: the image has no journal because it is below 2048 blocks, as with mke2fs; give a larger --size for one, or --no-journal to silence this"
+        );
+    }
     Ok(format!(
         "{}: {} bytes, {} blocks of {} bytes ({} free), {} inodes ({} free)",
         cli.output.display(),
