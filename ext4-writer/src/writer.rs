@@ -41,7 +41,7 @@ pub struct Report {
     pub inodes: u32,
     pub free_blocks: u64,
     pub free_inodes: u32,
-    /// Blocks of the internal journal; 0 when the options ask for none or
+    /// Blocks of the internal journal, or 0 when the options ask for none or
     /// the filesystem is below 2048 blocks, which gets none as with mke2fs.
     pub journal_blocks: u32,
 }

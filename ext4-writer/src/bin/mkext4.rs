@@ -25,7 +25,10 @@ use ext4_writer::{Metadata, Report, Timestamp, Tree};
 #[command(name = "mkext4", version)]
 #[command(group(ArgGroup::new("source").required(true).args(["from_dir", "from_tar"])))]
 struct Cli {
-    /// Image file to create or overwrite.
+    /// Image file to create or replace, or a block device to write in place
+    /// (sized to the device unless --size is given). A file is replaced only
+    /// when the build succeeds; a symlink is followed. Other file types are
+    /// rejected.
     output: PathBuf,
 
     /// Directory whose contents become the root of the image; symlinks
@@ -77,8 +80,9 @@ struct Cli {
     /// Make a byte-identical image on every run with the same source and
     /// options: the UUID and directory hash seed derive from SEED (an
     /// unsigned 64-bit integer, default 0), and the superblock times are
-    /// SOURCE_DATE_EPOCH (seconds since 1970, default 0). Give the seed
-    /// as --reproducible=SEED.
+    /// SOURCE_DATE_EPOCH (seconds since 1970, default 0). When that is
+    /// set, later mtimes are lowered to it. Every inode takes its mtime as
+    /// atime, ctime and crtime. Give the seed as --reproducible=SEED.
     #[arg(
         long,
         value_name = "SEED",
