@@ -139,6 +139,90 @@ pub(crate) fn vfs_to_disk(name: &[u8], value: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(disk)
 }
 
+/// Kind of a named ACL entry, for resolving its name to an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Qualifier {
+    User,
+    Group,
+}
+
+/// Converts the text form of an ACL (`acl_to_text(3)`, as star and GNU tar
+/// store it in `SCHILY.acl.*` records) to the VFS xattr format.
+///
+/// Entries are separated by commas or newlines and read `tag:qualifier:perms`
+/// with an optional fourth field holding the numeric id (star's form). Tags
+/// may be abbreviated to `u`, `g`, `m` and `o`, and text after `#` is a
+/// comment. A qualifier that is not a number goes to `resolve`.
+pub(crate) fn text_to_vfs(
+    text: &[u8],
+    resolve: &dyn Fn(Qualifier, &str) -> Option<u32>,
+) -> Result<Vec<u8>, String> {
+    let text = std::str::from_utf8(text).map_err(|_| "the ACL text is not UTF-8".to_string())?;
+    let mut entries: Vec<(u16, u32, u16)> = Vec::new();
+    for raw in text.split([',', '\n']) {
+        let entry = raw.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let invalid = |reason: &str| format!("invalid ACL entry {entry:?}: {reason}");
+        let fields: Vec<&str> = entry.split(':').collect();
+        let (tag_text, qualifier, perms, id_field) = match fields[..] {
+            [tag, perms] => (tag, "", perms, None),
+            [tag, qualifier, perms] => (tag, qualifier, perms, None),
+            [tag, qualifier, perms, id] => (tag, qualifier, perms, Some(id)),
+            _ => return Err(invalid("expected tag:qualifier:permissions")),
+        };
+        let named = |kind: Qualifier| -> Result<u32, String> {
+            if let Some(id) = id_field {
+                return id
+                    .parse()
+                    .map_err(|_| invalid("the fourth field is not a numeric id"));
+            }
+            if let Ok(id) = qualifier.parse() {
+                return Ok(id);
+            }
+            resolve(kind, qualifier).ok_or_else(|| {
+                invalid(
+                    "the name is not in this host's /etc/passwd or /etc/group; store numeric ids",
+                )
+            })
+        };
+        let (tag, id) = match (tag_text, qualifier.is_empty()) {
+            ("user" | "u", true) => (ACL_USER_OBJ, u32::MAX),
+            ("user" | "u", false) => (ACL_USER, named(Qualifier::User)?),
+            ("group" | "g", true) => (ACL_GROUP_OBJ, u32::MAX),
+            ("group" | "g", false) => (ACL_GROUP, named(Qualifier::Group)?),
+            ("mask" | "m", true) => (ACL_MASK, u32::MAX),
+            ("other" | "o", true) => (ACL_OTHER, u32::MAX),
+            _ => return Err(invalid("expected a user, group, mask or other tag")),
+        };
+        let mut perm = 0u16;
+        for letter in perms.chars() {
+            perm |= match letter {
+                'r' => 4,
+                'w' => 2,
+                'x' => 1,
+                '-' => 0,
+                _ => return Err(invalid("permissions may hold only r, w, x and -")),
+            };
+        }
+        entries.push((tag, id, perm));
+    }
+    if entries.is_empty() {
+        return Err("the ACL text has no entries".to_string());
+    }
+    // The kernel expects entries ordered by tag, and named ones by id.
+    entries.sort_unstable();
+    let mut vfs = Vec::with_capacity(VFS_HEADER_LEN + entries.len() * VFS_ENTRY_LEN);
+    vfs.extend_from_slice(&VFS_VERSION.to_le_bytes());
+    for (tag, id, perm) in entries {
+        vfs.extend_from_slice(&tag.to_le_bytes());
+        vfs.extend_from_slice(&perm.to_le_bytes());
+        vfs.extend_from_slice(&id.to_le_bytes());
+    }
+    Ok(vfs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +315,57 @@ mod tests {
                 "{case}: the error must name the xattr: {err}"
             );
         }
+    }
+
+    #[test]
+    fn text_acl_becomes_vfs() {
+        let resolve = |kind: Qualifier, name: &str| match (kind, name) {
+            (Qualifier::User, "daemon") => Some(1),
+            _ => None,
+        };
+        let text =
+            b"user::rw-\nuser:daemon:rw-\nuser:1000:r--,group::r--\nmask::rw-\nother::r--\n\n";
+
+        let vfs = text_to_vfs(text, &resolve).unwrap();
+
+        assert_eq!(
+            vfs,
+            vfs_bytes(&[
+                (ACL_USER_OBJ, 6, u32::MAX),
+                (ACL_USER, 6, 1),
+                (ACL_USER, 4, 1000),
+                (ACL_GROUP_OBJ, 4, u32::MAX),
+                (ACL_MASK, 6, u32::MAX),
+                (ACL_OTHER, 4, u32::MAX),
+            ])
+        );
+        assert!(vfs_to_disk(ACCESS_NAME, &vfs).is_ok());
+    }
+
+    #[test]
+    fn text_acl_star_form_and_errors() {
+        let none = |_: Qualifier, _: &str| None;
+        let star = text_to_vfs(b"u::rwx,u:lisa:r-x:1001,g::r,m::rx,o::-", &none).unwrap();
+        assert_eq!(&star[12..20], &vfs_bytes(&[(ACL_USER, 5, 1001)])[4..]);
+
+        for (bad, expected) in [
+            ("user:nobody-here:r--", "not in this host"),
+            ("user::rwz", "only r, w, x"),
+            ("owner::rw-", "tag"),
+            ("", "no entries"),
+        ] {
+            let err = text_to_vfs(bad.as_bytes(), &none).unwrap_err();
+            assert!(err.contains(expected), "{bad:?}: {err}");
+        }
+    }
+
+    fn vfs_bytes(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut bytes = VFS_VERSION.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            bytes.extend_from_slice(&tag.to_le_bytes());
+            bytes.extend_from_slice(&perm.to_le_bytes());
+            bytes.extend_from_slice(&id.to_le_bytes());
+        }
+        bytes
     }
 }

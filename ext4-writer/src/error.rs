@@ -51,7 +51,9 @@ pub enum Error {
     DuplicateXattr { name: Vec<u8> },
 
     /// The xattrs of one node do not fit in the inode plus one xattr block.
-    #[error("the xattrs of a node need {required_bytes} bytes, but the inode and one xattr block hold at most {available_bytes} (largest value: {:?} with {largest_value_bytes} bytes); use a larger block size or smaller xattr values", String::from_utf8_lossy(largest_name))]
+    /// `required_bytes` counts the entries left over after filling the
+    /// inode, and `available_bytes` is the room of one xattr block.
+    #[error("the xattrs that do not fit in the inode need {required_bytes} bytes, but one xattr block holds at most {available_bytes} (largest value: {:?} with {largest_value_bytes} bytes); use a larger block size or smaller xattr values", String::from_utf8_lossy(largest_name))]
     XattrsTooLarge {
         required_bytes: usize,
         available_bytes: usize,
@@ -65,6 +67,15 @@ pub enum Error {
         String::from_utf8_lossy(name)
     )]
     InvalidAcl { name: Vec<u8>, reason: String },
+
+    /// An xattr error ([`Error::InvalidXattrName`], [`Error::DuplicateXattr`],
+    /// [`Error::XattrsTooLarge`], [`Error::InvalidAcl`]) with the node's path.
+    #[error("xattrs of {path:?}: {source}")]
+    NodeXattrs {
+        path: String,
+        #[source]
+        source: Box<Error>,
+    },
 
     /// A node reached through more links than ext4 can count.
     #[error("{path:?} has {count} links but ext4 allows at most 65000 per inode; make some of them copies instead of hard links")]
@@ -135,8 +146,17 @@ pub enum Error {
     TooManyInodes { inodes: u64, blocks: u64 },
 
     /// More blocks than this block size can address without `meta_bg`.
-    #[error("{blocks} blocks of {block_size} bytes are too many for one group descriptor table; use a larger block size or a smaller size")]
+    #[error("{blocks} blocks of {block_size} bytes are too many for one group descriptor table; {}", size_advice(*block_size))]
     FilesystemTooLarge { blocks: u64, block_size: u32 },
+
+    /// Automatic sizing grew past the largest filesystem, because of the
+    /// inode count or the headroom.
+    #[error("automatic sizing for {inodes} inodes and {headroom_percent}% headroom needs more blocks of {block_size} bytes than ext4 can address without meta_bg; lower the inode count or the headroom")]
+    AutoSizeTooLarge {
+        inodes: u64,
+        headroom_percent: u32,
+        block_size: u32,
+    },
 
     /// The content does not fit in the fixed size.
     #[error("the tree needs at least {required_bytes} bytes but the fixed size is {available_bytes} bytes; raise the size to {required_bytes} bytes or use automatic sizing")]
@@ -161,4 +181,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// Advice for a filesystem with too many blocks: a larger block size helps
+/// only below the largest, 4096.
+fn size_advice(block_size: u32) -> &'static str {
+    if block_size < 4096 {
+        "use a larger block size or a smaller size"
+    } else {
+        "use a smaller size"
+    }
 }

@@ -3,6 +3,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::tree::Timestamp;
+
 /// Filesystem block size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BlockSize {
@@ -47,6 +49,10 @@ impl Default for Sizing {
 }
 
 /// Settings that make two builds of the same tree byte-identical.
+///
+/// Every inode gets its (clamped) mtime as its atime, ctime and crtime too,
+/// because a source on disk cannot be read without changing its atimes and
+/// its ctimes and crtimes cannot be copied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Reproducible {
     /// Seed of the UUID and hash seed, unless the options set those.
@@ -54,20 +60,74 @@ pub struct Reproducible {
     /// Superblock times (`s_mkfs_time`, `s_wtime`, `s_lastcheck`) and the
     /// times of a `lost+found` the writer creates, in seconds since the epoch.
     pub timestamp: i64,
+    /// Whether mtimes later than `timestamp` are lowered to it, as
+    /// reproducible-builds tools do when `SOURCE_DATE_EPOCH` is set.
+    pub clamp_mtime: bool,
 }
 
 impl Reproducible {
     /// Uses `seed`, and the time from the `SOURCE_DATE_EPOCH` environment
-    /// variable, or 0 when it is unset or not an integer.
+    /// variable, or 0 when it is unset or invalid. [`Reproducible::try_from_env`]
+    /// reports an invalid value instead.
     pub fn from_env(seed: u64) -> Self {
-        Self::from_epoch_text(seed, std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())
+        Self::try_from_env(seed).unwrap_or(Self {
+            seed,
+            timestamp: 0,
+            clamp_mtime: false,
+        })
     }
 
-    fn from_epoch_text(seed: u64, epoch: Option<&str>) -> Self {
-        let timestamp = epoch
-            .and_then(|value| value.trim().parse::<i64>().ok())
-            .unwrap_or(0);
-        Self { seed, timestamp }
+    /// Uses `seed`, and the time from the `SOURCE_DATE_EPOCH` environment
+    /// variable, or 0 when it is unset.
+    ///
+    /// # Errors
+    /// The variable is set but is not a decimal count of seconds from 0 to
+    /// 2^63-1, as the reproducible-builds specification requires. The
+    /// message names the value.
+    pub fn try_from_env(seed: u64) -> Result<Self, String> {
+        match std::env::var_os("SOURCE_DATE_EPOCH") {
+            None => Ok(Self {
+                seed,
+                timestamp: 0,
+                clamp_mtime: false,
+            }),
+            Some(value) => match value.to_str() {
+                Some(text) => Self::from_epoch_text(seed, text),
+                None => Err(format!(
+                    "invalid SOURCE_DATE_EPOCH {value:?}: expected a whole number of seconds since 1970"
+                )),
+            },
+        }
+    }
+
+    fn from_epoch_text(seed: u64, epoch: &str) -> Result<Self, String> {
+        let digits = epoch.trim();
+        let invalid = || {
+            format!(
+                "invalid SOURCE_DATE_EPOCH {epoch:?}: expected a whole number of seconds since 1970, such as 1700000000"
+            )
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let timestamp = digits.parse::<i64>().map_err(|_| invalid())?;
+        Ok(Self {
+            seed,
+            timestamp,
+            clamp_mtime: true,
+        })
+    }
+
+    /// Returns `mtime`, lowered to `timestamp` when `clamp_mtime` is set and
+    /// it is later.
+    pub fn clamp(&self, mtime: Timestamp) -> Timestamp {
+        let limit = Timestamp::new(self.timestamp, 0);
+        let later = (mtime.seconds, mtime.nanoseconds) > (limit.seconds, limit.nanoseconds);
+        if self.clamp_mtime && later {
+            limit
+        } else {
+            mtime
+        }
     }
 }
 
@@ -175,19 +235,40 @@ mod tests {
 
     #[test]
     fn source_date_epoch_parsed() {
+        let parse = |text| Reproducible::from_epoch_text(1, text).map(|r| r.timestamp);
+        assert_eq!(parse("1700000000"), Ok(1_700_000_000));
+        assert_eq!(parse(" 42\n"), Ok(42));
+        assert_eq!(parse("0"), Ok(0));
+    }
+
+    #[test]
+    fn clamp_lowers_later_mtimes_only() {
+        let mut reproducible = Reproducible::from_epoch_text(1, "1000").unwrap();
         assert_eq!(
-            Reproducible::from_epoch_text(1, Some("1700000000")).timestamp,
-            1_700_000_000
+            reproducible.clamp(Timestamp::new(999, 5)),
+            Timestamp::new(999, 5)
         );
         assert_eq!(
-            Reproducible::from_epoch_text(1, Some(" 42\n")).timestamp,
-            42
+            reproducible.clamp(Timestamp::new(1000, 1)),
+            Timestamp::new(1000, 0)
         );
         assert_eq!(
-            Reproducible::from_epoch_text(1, Some("yesterday")).timestamp,
-            0
+            reproducible.clamp(Timestamp::new(-5, 0)),
+            Timestamp::new(-5, 0)
         );
-        assert_eq!(Reproducible::from_epoch_text(1, None).timestamp, 0);
+        reproducible.clamp_mtime = false;
+        assert_eq!(
+            reproducible.clamp(Timestamp::new(2000, 0)),
+            Timestamp::new(2000, 0)
+        );
+    }
+
+    #[test]
+    fn source_date_epoch_invalid_rejected() {
+        for bad in ["abc", "-5", "1e9", "99999999999999999999", "", "+5", "1.5"] {
+            let err = Reproducible::from_epoch_text(1, bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{bad:?}: {err}");
+        }
     }
 
     #[test]
@@ -196,6 +277,7 @@ mod tests {
             reproducible: Some(Reproducible {
                 seed: 7,
                 timestamp: 0,
+                clamp_mtime: false,
             }),
             ..Options::default()
         };
@@ -213,6 +295,7 @@ mod tests {
             reproducible: Some(Reproducible {
                 seed: 7,
                 timestamp: 0,
+                clamp_mtime: false,
             }),
             ..Options::default()
         };

@@ -274,7 +274,11 @@ pub(crate) fn content_size(
                 &tree.node(node).metadata.xattrs,
                 IN_INODE_XATTR_ROOM,
                 block_size as usize,
-            )?;
+            )
+            .map_err(|err| Error::NodeXattrs {
+                path: plan.path(tree, node),
+                source: Box::new(err),
+            })?;
             if let Some(block) = placement.block {
                 let refcount = size.xattr_refcounts.entry(block).or_insert(0);
                 *refcount += 1;

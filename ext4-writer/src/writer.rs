@@ -16,7 +16,7 @@ use crate::htree;
 use crate::inode::{self, Inode, IN_INODE_XATTR_ROOM, JOURNAL_INODE};
 use crate::journal;
 use crate::layout::{self, Allocator, Geometry, MetadataBlocks, INODE_SIZE};
-use crate::options::{Options, Sizing};
+use crate::options::{Options, Reproducible, Sizing};
 use crate::output::Output;
 use crate::plan::{self, ContentSize, Plan, FAST_SYMLINK_MAX};
 use crate::superblock::{self, JournalBackup, SuperblockFields, SUPERBLOCK_OFFSET};
@@ -41,6 +41,9 @@ pub struct Report {
     pub inodes: u32,
     pub free_blocks: u64,
     pub free_inodes: u32,
+    /// Blocks of the internal journal, or 0 when the options ask for none or
+    /// the filesystem is below 2048 blocks, which gets none as with mke2fs.
+    pub journal_blocks: u32,
 }
 
 /// Writes an ext4 image of `tree` to `out`.
@@ -110,6 +113,7 @@ struct Prepared {
     hash_seed: [u8; 16],
     label: [u8; 16],
     time: i64,
+    reproducible: Option<Reproducible>,
 }
 
 fn prepare(tree: &Tree, options: &Options, sizing: Sizing) -> Result<Prepared, Error> {
@@ -130,6 +134,7 @@ fn prepare(tree: &Tree, options: &Options, sizing: Sizing) -> Result<Prepared, E
         hash_seed,
         label,
         time: options.now(),
+        reproducible: options.reproducible,
     })
 }
 
@@ -217,6 +222,82 @@ fn last_group_too_small(block_size: u32, blocks: u64) -> Option<u64> {
         .then(|| geometry.group_first_block(last))
 }
 
+/// Lays out a fixed size of `blocks` blocks, or returns `None` when the
+/// content does not fit.
+fn fixed_geometry(
+    plan: &Plan,
+    content: &ContentSize,
+    options: &Options,
+    inodes: u64,
+    mut blocks: u64,
+) -> Result<Option<(Geometry, u32)>, Error> {
+    let block_size = options.block_size.bytes();
+    if let Some(last_group_start) = last_group_too_small(block_size, blocks) {
+        blocks = last_group_start;
+    }
+    // The default inode count follows mke2fs's bytes-per-inode ratio.
+    // When that leaves no room for the content, only the inodes the
+    // tree needs are made, as minimum_size assumes.
+    let required_inodes = inode_target(plan, options, minimum_sizing())?;
+    for inodes in [inodes, required_inodes] {
+        match evaluate(block_size, blocks, inodes, options.journal) {
+            Ok((geometry, free, journal_blocks)) => {
+                let needed = content.blocks + journal_footprint(journal_blocks, block_size);
+                if free >= needed {
+                    return Ok(Some((geometry, journal_blocks)));
+                }
+            }
+            Err(Error::OutOfSpace { .. }) | Err(Error::TooManyInodes { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(None)
+}
+
+/// Finds the smallest fixed size in bytes that fits, above `too_small`
+/// blocks, by bisection up to the automatic minimum.
+///
+/// NOTE: the journal grows in steps with the size, so a size between two
+/// that fit can fail. The result is a size that fits, not always the least.
+fn smallest_fixed_size(
+    plan: &Plan,
+    content: &ContentSize,
+    options: &Options,
+    tree: &Tree,
+    too_small: u64,
+) -> Result<u64, Error> {
+    let block_size = u64::from(options.block_size.bytes());
+    let upper_bytes = minimum_size(tree, options)?;
+    let fits = |blocks: u64| -> Result<bool, Error> {
+        let inodes = inode_target(
+            plan,
+            options,
+            Sizing::Fixed {
+                bytes: blocks * block_size,
+            },
+        )?;
+        match fixed_geometry(plan, content, options, inodes, blocks) {
+            Ok(found) => Ok(found.is_some()),
+            Err(Error::FilesystemTooLarge { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    };
+    let mut high = upper_bytes / block_size;
+    if !fits(high)? {
+        return Ok(upper_bytes);
+    }
+    let mut low = too_small;
+    while low + 1 < high {
+        let middle = low + (high - low) / 2;
+        if fits(middle)? {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    Ok(high * block_size)
+}
+
 fn choose_geometry(
     plan: &Plan,
     content: &ContentSize,
@@ -228,28 +309,12 @@ fn choose_geometry(
     let inodes = inode_target(plan, options, sizing)?;
     match sizing {
         Sizing::Fixed { bytes } => {
-            let mut blocks = bytes / u64::from(block_size);
-            if let Some(last_group_start) = last_group_too_small(block_size, blocks) {
-                blocks = last_group_start;
-            }
-            // The default inode count follows mke2fs's bytes-per-inode ratio.
-            // When that leaves no room for the content, only the inodes the
-            // tree needs are made, as minimum_size assumes.
-            let required_inodes = inode_target(plan, options, minimum_sizing())?;
-            for inodes in [inodes, required_inodes] {
-                match evaluate(block_size, blocks, inodes, options.journal) {
-                    Ok((geometry, free, journal_blocks)) => {
-                        let needed = content.blocks + journal_footprint(journal_blocks, block_size);
-                        if free >= needed {
-                            return Ok((geometry, journal_blocks));
-                        }
-                    }
-                    Err(Error::OutOfSpace { .. }) | Err(Error::TooManyInodes { .. }) => {}
-                    Err(error) => return Err(error),
-                }
+            let blocks = bytes / u64::from(block_size);
+            if let Some(found) = fixed_geometry(plan, content, options, inodes, blocks)? {
+                return Ok(found);
             }
             Err(Error::DoesNotFit {
-                required_bytes: minimum_size(tree, options)?,
+                required_bytes: smallest_fixed_size(plan, content, options, tree, blocks)?,
                 available_bytes: bytes,
             })
         }
@@ -266,15 +331,19 @@ fn choose_geometry(
                     blocks =
                         last_group_start + geometry.reserved_blocks(last) + MIN_LAST_GROUP_BLOCKS;
                 }
+                let too_large = || Error::AutoSizeTooLarge {
+                    inodes,
+                    headroom_percent,
+                    block_size,
+                };
                 let (geometry, free, journal_blocks) =
                     match evaluate(block_size, blocks, inodes, options.journal) {
                         Ok(evaluated) => evaluated,
                         Err(Error::OutOfSpace { .. }) | Err(Error::TooManyInodes { .. }) => {
-                            blocks = blocks.checked_mul(2).ok_or(Error::Overflow {
-                                what: "block count",
-                            })?;
+                            blocks = blocks.checked_mul(2).ok_or_else(too_large)?;
                             continue;
                         }
+                        Err(Error::FilesystemTooLarge { .. }) => return Err(too_large()),
                         Err(error) => return Err(error),
                     };
                 let needed = content.blocks + journal_footprint(journal_blocks, block_size);
@@ -314,6 +383,7 @@ struct Writer<'t, W: Write + Seek> {
     xattr_blocks: HashMap<Vec<u8>, SharedXattrBlock>,
     used_dirs: Vec<u32>,
     time: Timestamp,
+    reproducible: Option<Reproducible>,
 }
 
 fn write_prepared<W: Write + Seek>(
@@ -331,6 +401,7 @@ fn write_prepared<W: Write + Seek>(
         hash_seed,
         label,
         time,
+        reproducible,
     } = prepared;
 
     // Metadata first, at the same places the sizing computed.
@@ -361,6 +432,7 @@ fn write_prepared<W: Write + Seek>(
             })
             .collect(),
         time: Timestamp::new(time, 0),
+        reproducible,
     };
 
     // The journal, then every inode in number order.
@@ -378,7 +450,9 @@ fn write_prepared<W: Write + Seek>(
         hash_seed,
         journal_backup,
     };
-    writer.finish(&metadata, fields, pad)
+    let mut report = writer.finish(&metadata, fields, pad)?;
+    report.journal_blocks = journal_blocks;
+    Ok(report)
 }
 
 impl<W: Write + Seek> Writer<'_, W> {
@@ -461,6 +535,13 @@ impl<W: Write + Seek> Writer<'_, W> {
             crtime: metadata.crtime,
             ..Inode::default()
         };
+        if let Some(reproducible) = self.reproducible {
+            let mtime = reproducible.clamp(metadata.mtime);
+            inode.mtime = mtime;
+            inode.atime = mtime;
+            inode.ctime = mtime;
+            inode.crtime = mtime;
+        }
         let links = node.map_or(2, |node| self.plan.links[node.index()]);
         // Links were checked in the plan; directories above the limit
         // store 1, which dir_nlink reads as "many".
@@ -858,6 +939,7 @@ impl<W: Write + Seek> Writer<'_, W> {
             inodes: geometry.inodes_count(),
             free_blocks,
             free_inodes,
+            journal_blocks: 0,
         })
     }
 }

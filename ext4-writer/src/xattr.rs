@@ -142,8 +142,8 @@ pub(crate) fn place(
             .max_by_key(|entry| entry.value.len())
             .expect("a block that overflows holds at least one entry");
         return Err(Error::XattrsTooLarge {
-            required_bytes: entries.iter().map(|entry| entry.space()).sum(),
-            available_bytes: inode_capacity + block_capacity,
+            required_bytes: block_used,
+            available_bytes: block_capacity,
             largest_name: largest.full_name.to_vec(),
             largest_value_bytes: largest.value.len(),
         });

@@ -7,6 +7,7 @@
 mod oracle;
 
 use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -142,6 +143,43 @@ fn debian_rootfs_matches_mount() {
 }
 
 #[test]
+fn reproducible_mtime_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    fs::create_dir(&source).unwrap();
+    fs::write(source.join("new"), b"new\n").unwrap();
+    fs::write(source.join("old"), b"old\n").unwrap();
+    oracle::run(
+        Command::new("touch")
+            .args(["-m", "-d", "@1000.5"])
+            .arg(source.join("old")),
+    );
+    let options = Options {
+        reproducible: Some(Reproducible {
+            seed: 42,
+            timestamp: 1_700_000_000,
+            clamp_mtime: true,
+        }),
+        ..Options::default()
+    };
+    let image = dir.path().join("image.ext4");
+
+    let tree = tree_from_dir(&source).unwrap();
+    let file = File::create(&image).unwrap();
+    ext4_writer::write_file(&tree, &options, &file).unwrap();
+
+    oracle::assert_fsck_clean(&image);
+    let mount = oracle::Mount::new(&image);
+    let new = fs::symlink_metadata(mount.path().join("new")).unwrap();
+    let old = fs::symlink_metadata(mount.path().join("old")).unwrap();
+    assert_eq!((new.mtime(), new.mtime_nsec()), (1_700_000_000, 0));
+    assert_eq!((new.atime(), new.ctime()), (1_700_000_000, 1_700_000_000));
+    assert_eq!((old.mtime(), old.mtime_nsec()), (1000, 500_000_000));
+    assert_eq!((old.atime(), old.atime_nsec()), (1000, 500_000_000));
+    assert_eq!((old.ctime(), old.ctime_nsec()), (1000, 500_000_000));
+}
+
+#[test]
 fn reproducible_build_identical() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
@@ -152,16 +190,17 @@ fn reproducible_build_identical() {
         reproducible: Some(Reproducible {
             seed: 42,
             timestamp: 1_700_000_000,
+            clamp_mtime: false,
         }),
         ..Options::default()
     };
 
-    // One tree for both builds: reading the source again would see the
-    // atimes that the first build's reads updated.
-    let tree = tree_from_dir(&source).unwrap();
+    // Each build reads the source again, after the first build's reads
+    // updated its atimes.
     let first = dir.path().join("first.ext4");
     let second = dir.path().join("second.ext4");
     for image in [&first, &second] {
+        let tree = tree_from_dir(&source).unwrap();
         let file = File::create(image).unwrap();
         ext4_writer::write_file(&tree, &options, &file).unwrap();
     }

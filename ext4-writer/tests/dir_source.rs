@@ -323,3 +323,47 @@ fn device_numbers_decoded_as_glibc() {
         assert_eq!((m, n), (major, minor), "{name}");
     }
 }
+
+#[test]
+fn tree_deeper_than_path_max_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "d".repeat(200);
+    // 50 levels of 201 bytes: about 10000 bytes, past PATH_MAX (4096).
+    let script = format!(
+        "for i in $(seq 50); do mkdir {name} && cd -P {name} || exit 1; done; \
+         printf deep > file && setfattr -n user.depth -v 50 file && \
+         mkdir sub && printf deeper > sub/file"
+    );
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path()));
+
+    let tree = tree_from_dir(dir.path()).unwrap();
+
+    let deep = vec![name.as_str(); 50].join("/");
+    assert_eq!(content(&tree, &format!("{deep}/file")), b"deep");
+    assert_eq!(content(&tree, &format!("{deep}/sub/file")), b"deeper");
+    let xattrs = &tree
+        .node(lookup(&tree, &format!("{deep}/file")))
+        .metadata
+        .xattrs;
+    assert_eq!(xattrs.len(), 1);
+    assert_eq!(xattrs[0].value, b"50");
+}
+
+#[test]
+fn root_symlink_to_directory_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    fs::create_dir(&real).unwrap();
+    fs::write(real.join("file"), b"through the link").unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o750)).unwrap();
+    let link = dir.path().join("link");
+    symlink(&real, &link).unwrap();
+
+    let tree = tree_from_dir(&link).unwrap();
+
+    assert_eq!(content(&tree, "file"), b"through the link");
+    assert_eq!(tree.node(tree.root()).metadata.permissions, 0o750);
+}

@@ -197,3 +197,25 @@ fn source_read_error_reported() {
     );
     assert!(error.to_string().contains("/broken"), "{error}");
 }
+
+#[test]
+fn xattr_errors_name_node_path() {
+    let mut tree = empty_tree();
+    let root = tree.root();
+    let etc = tree
+        .add(root, b"etc", NodeKind::directory(), meta(0o755))
+        .unwrap();
+    let mut metadata = meta(0o644);
+    metadata.xattrs.push(ext4_writer::Xattr {
+        name: b"bogus.ns".to_vec(),
+        value: b"v".to_vec(),
+    });
+    tree.add(etc, b"bad", NodeKind::Fifo, metadata).unwrap();
+
+    let error = ext4_writer::minimum_size(&tree, &Options::default()).unwrap_err();
+
+    let message = error.to_string();
+    assert!(message.contains("/etc/bad"), "{message}");
+    assert!(message.contains("bogus.ns"), "{message}");
+    assert!(matches!(error, Error::NodeXattrs { .. }), "{error:?}");
+}

@@ -288,3 +288,251 @@ fn many_files_low_descriptor_limit() {
     );
     assert_eq!(dump, "file 99999\n");
 }
+
+/// Runs mkext4 on a small source into `output` with extra arguments.
+fn build_into(output: &Path, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("file"), b"content\n").unwrap();
+    mkext4()
+        .arg(output)
+        .arg("--from-dir")
+        .arg(dir.path())
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// A loop device over a file in a temp dir, detached on drop.
+struct LoopDevice {
+    device: String,
+}
+
+impl LoopDevice {
+    fn new(backing: &Path) -> Self {
+        let device = oracle::run(Command::new("losetup").args(["-f", "--show"]).arg(backing))
+            .trim()
+            .to_string();
+        Self { device }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+#[test]
+fn block_device_written_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("backing");
+    // Old data that the image must not show through: ones everywhere.
+    fs::write(&backing, vec![0xffu8; 64 << 20]).unwrap();
+    let device = LoopDevice::new(&backing);
+
+    let output = build_into(Path::new(&device.device), &[]);
+
+    check_success(&output);
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.contains(&format!("{} bytes", 64 << 20)),
+        "{summary}"
+    );
+    oracle::assert_fsck_clean(Path::new(&device.device));
+    assert!(Path::new(&device.device).exists(), "the device node stays");
+}
+
+#[test]
+fn block_device_too_small_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("backing");
+    fs::write(&backing, vec![0xffu8; 1 << 20]).unwrap();
+    let device = LoopDevice::new(&backing);
+
+    let larger = build_into(Path::new(&device.device), &["--size", "2M"]);
+    let small = build_into(Path::new(&device.device), &["--size", "8K"]);
+
+    assert!(!larger.status.success());
+    let stderr = String::from_utf8_lossy(&larger.stderr);
+    assert!(stderr.contains("larger than the device"), "{stderr}");
+    assert!(!small.status.success());
+    assert!(Path::new(&device.device).exists(), "the device node stays");
+}
+
+#[test]
+fn fifo_output_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    oracle::run(Command::new("mkfifo").arg(&fifo));
+
+    let output = build_into(&fifo, &[]);
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is a fifo"), "{stderr}");
+    assert!(fs::symlink_metadata(&fifo).is_ok(), "the fifo stays");
+}
+
+#[test]
+fn failed_build_keeps_existing_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.ext4");
+    fs::write(&image, b"old image").unwrap();
+    let link = dir.path().join("link.ext4");
+    std::os::unix::fs::symlink(&image, &link).unwrap();
+
+    let direct = build_into(&image, &["--size", "8K"]);
+    let through_link = build_into(&link, &["--size", "8K"]);
+
+    assert!(!direct.status.success());
+    assert!(!through_link.status.success());
+    assert_eq!(fs::read(&image).unwrap(), b"old image");
+    assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 2, "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn symlink_output_replaces_target() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.ext4");
+    fs::write(&image, b"old image").unwrap();
+    fs::set_permissions(&image, fs::Permissions::from_mode(0o640)).unwrap();
+    let link = dir.path().join("link.ext4");
+    std::os::unix::fs::symlink(&image, &link).unwrap();
+
+    let output = build_into(&link, &[]);
+
+    check_success(&output);
+    assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+    oracle::assert_fsck_clean(&image);
+    let mode = fs::metadata(&image).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o640, "the replaced file keeps its mode");
+}
+
+#[test]
+fn invalid_source_date_epoch_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.ext4");
+    for bad in ["abc", "-5", "1e9", "99999999999999999999"] {
+        let output = mkext4()
+            .arg(&image)
+            .arg("--from-dir")
+            .arg(dir.path())
+            .arg("--reproducible")
+            .env("SOURCE_DATE_EPOCH", bad)
+            .output()
+            .unwrap();
+
+        assert!(!output.status.success(), "{bad} accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(bad), "{stderr}");
+    }
+}
+
+#[test]
+fn empty_or_compressed_tar_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.tar");
+    fs::write(dir.path().join("file"), b"data").unwrap();
+    oracle::run(
+        Command::new("tar")
+            .current_dir(dir.path())
+            .args(["-cf", "plain.tar", "file"]),
+    );
+    oracle::run(
+        Command::new("sh")
+            .current_dir(dir.path())
+            .args(["-c", "gzip -c plain.tar > plain.tar.gz"]),
+    );
+    let image = dir.path().join("image.ext4");
+    let run = |input: &[u8]| {
+        let mut child = mkext4()
+            .arg(&image)
+            .args(["--from-tar", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+
+    let empty = run(b"");
+    let gzip = run(&fs::read(dir.path().join("plain.tar.gz")).unwrap());
+    let plain = run(&fs::read(&plain).unwrap());
+
+    assert!(!empty.status.success());
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(stderr.contains("no tar data in standard input"), "{stderr}");
+    assert!(!gzip.status.success());
+    let stderr = String::from_utf8_lossy(&gzip.stderr);
+    assert!(stderr.contains("gzip-compressed"), "{stderr}");
+    check_success(&plain);
+}
+
+#[test]
+fn seed_like_output_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let output = mkext4()
+        .current_dir(dir.path())
+        .args(["--reproducible", "5", "--from-dir", "."])
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--reproducible=5"), "{stderr}");
+    assert!(!dir.path().join("5").exists());
+}
+
+#[test]
+fn stated_minimum_size_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.ext4");
+
+    let small = build_into(&image, &["--size", "1K"]);
+
+    assert!(!small.status.success());
+    let stderr = String::from_utf8_lossy(&small.stderr);
+    let minimum: u64 = stderr
+        .split("raise the size to ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no minimum stated: {stderr}"));
+    assert!(minimum <= 64 << 10, "{stderr}");
+    let exact = build_into(&image, &["--size", &minimum.to_string()]);
+    check_success(&exact);
+    oracle::assert_fsck_clean(&image);
+    let below = build_into(&image, &["--size", &(minimum - 4096).to_string()]);
+    assert!(!below.status.success());
+}
+
+#[test]
+fn dropped_journal_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.ext4");
+
+    let small = build_into(&image, &["--size", "64K"]);
+    let quiet = build_into(&image, &["--size", "64K", "--no-journal"]);
+    let large = build_into(&image, &["--size", "8M"]);
+
+    check_success(&small);
+    let stderr = String::from_utf8_lossy(&small.stderr);
+    assert!(
+        stderr.contains("warning: the image has no journal"),
+        "{stderr}"
+    );
+    check_success(&quiet);
+    assert!(quiet.stderr.is_empty());
+    check_success(&large);
+    assert!(large.stderr.is_empty());
+}

@@ -154,6 +154,7 @@ fn reproducible_builds_identical() {
         reproducible: Some(Reproducible {
             seed: 43,
             timestamp: 1_700_000_000,
+            clamp_mtime: false,
         }),
         ..Options::default()
     };
@@ -259,4 +260,42 @@ fn large_journal_gets_extent_tree() {
         extents.contains(" 1/ 1 "),
         "a leaf below the inode: {extents}"
     );
+}
+
+#[test]
+fn too_large_advice_fits_cause() {
+    let tree = empty_tree();
+    let many_inodes = Options {
+        inode_count: Some(u32::MAX),
+        ..Options::default()
+    };
+    let huge_headroom = Options {
+        sizing: Sizing::Auto {
+            headroom_percent: u32::MAX,
+            min_free_bytes: 0,
+        },
+        ..Options::default()
+    };
+    let huge_fixed = Options {
+        sizing: Sizing::Fixed { bytes: 300 << 40 },
+        ..Options::default()
+    };
+
+    for options in [many_inodes, huge_headroom] {
+        let error = ext4_writer::minimum_size(&tree, &options)
+            .and_then(|_| ext4_writer::write(&tree, &options, std::io::Cursor::new(Vec::new())))
+            .unwrap_err();
+        assert!(
+            matches!(error, ext4_writer::Error::AutoSizeTooLarge { .. }),
+            "{error}"
+        );
+        assert!(error
+            .to_string()
+            .contains("lower the inode count or the headroom"));
+    }
+    let error = ext4_writer::write(&tree, &huge_fixed, std::io::Cursor::new(Vec::new()))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("use a smaller size"), "{error}");
+    assert!(!error.contains("larger block size"), "{error}");
 }

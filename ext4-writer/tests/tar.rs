@@ -272,6 +272,147 @@ fn gnu_tar_pax_xattrs_read() {
 }
 
 #[test]
+fn gnu_tar_negative_mtime_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old");
+    std::fs::write(&file, b"data").unwrap();
+    let status = Command::new("touch")
+        .args(["-m", "-d", "@-315619200"])
+        .arg(&file)
+        .status()
+        .expect("touch (coreutils) must be installed");
+    assert!(status.success());
+    let archive = gnu_tar(dir.path(), &["--format=gnu", "old"]);
+
+    let entries = read_entries(&archive);
+
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].metadata.mtime, Timestamp::new(-315_619_200, 0));
+}
+
+#[test]
+fn base256_negative_uid_rejected() {
+    let mut header = header(EntryType::Regular, 0o644, 0);
+    header.set_path("f").unwrap();
+    // Base-256 -1: the marker bit and all ones.
+    header.as_mut_bytes()[108..116].fill(0xff);
+    header.set_cksum();
+    let mut archive = header.as_bytes().to_vec();
+    archive.extend_from_slice(&[0u8; 1024]);
+
+    let mut spool = Spool::new().unwrap();
+    let err = Reader::new(&archive[..])
+        .next_entry(&mut spool)
+        .unwrap_err()
+        .to_string();
+
+    assert!(err.contains("uid -1"), "{err}");
+}
+
+#[test]
+fn gnu_tar_text_acls_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"data").unwrap();
+    std::fs::create_dir(dir.path().join("d")).unwrap();
+    for (args, path) in [
+        (&["-m", "u:54321:r,u:daemon:rw"][..], "f"),
+        (&["-d", "-m", "g:54322:rx"][..], "d"),
+    ] {
+        let status = Command::new("setfacl")
+            .args(args)
+            .arg(dir.path().join(path))
+            .status()
+            .expect("setfacl (package acl) must be installed");
+        assert!(status.success());
+    }
+    let archive = gnu_tar(dir.path(), &["--format=posix", "--acls", "f", "d"]);
+
+    let entries = read_entries(&archive);
+
+    let acl = |entry: &Entry, name: &[u8]| {
+        entry
+            .metadata
+            .xattrs
+            .iter()
+            .find(|x| x.name == name)
+            .map(|x| x.value.clone())
+    };
+    let vfs = |entries: &[(u16, u16, u32)]| {
+        let mut bytes = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            bytes.extend_from_slice(&tag.to_le_bytes());
+            bytes.extend_from_slice(&perm.to_le_bytes());
+            bytes.extend_from_slice(&id.to_le_bytes());
+        }
+        bytes
+    };
+    let file = entries.iter().find(|e| e.path == b"f").unwrap();
+    let directory = entries.iter().find(|e| e.path.starts_with(b"d")).unwrap();
+    assert_eq!(
+        acl(file, b"system.posix_acl_access"),
+        Some(vfs(&[
+            (0x01, 6, u32::MAX),
+            (0x02, 6, 1),
+            (0x02, 4, 54321),
+            (0x04, 4, u32::MAX),
+            (0x10, 6, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ]))
+    );
+    assert_eq!(
+        acl(directory, b"system.posix_acl_default"),
+        Some(vfs(&[
+            (0x01, 7, u32::MAX),
+            (0x04, 5, u32::MAX),
+            (0x08, 5, 54322),
+            (0x10, 5, u32::MAX),
+            (0x20, 5, u32::MAX),
+        ]))
+    );
+}
+
+#[test]
+fn pax_bad_text_acl_names_entry() {
+    let mut builder = Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("SCHILY.acl.access", &b"user::rwq"[..])])
+        .unwrap();
+    append_file(&mut builder, "etc/shadow", 0o640, b"x");
+    let archive = builder.into_inner().unwrap();
+
+    let mut spool = Spool::new().unwrap();
+    let err = Reader::new(&archive[..])
+        .next_entry(&mut spool)
+        .unwrap_err()
+        .to_string();
+
+    assert!(err.contains("etc/shadow"), "{err}");
+    assert!(err.contains("user::rwq"), "{err}");
+}
+
+#[test]
+fn header_garbage_escaped_in_errors() {
+    let mut header = header(EntryType::Regular, 0o644, 0);
+    header.set_path("f").unwrap();
+    // A device major with a terminal escape sequence in a character device.
+    header.set_entry_type(EntryType::Char);
+    header.as_mut_bytes()[329..337].copy_from_slice(b"\x1b[2J\x1b]0\x07");
+    header.set_cksum();
+    let mut archive = header.as_bytes().to_vec();
+    archive.extend_from_slice(&[0u8; 1024]);
+
+    let mut spool = Spool::new().unwrap();
+    let err = Reader::new(&archive[..])
+        .next_entry(&mut spool)
+        .unwrap_err()
+        .to_string();
+
+    assert!(!err.contains('\x1b'), "{err:?}");
+    assert!(!err.contains('\x07'), "{err:?}");
+    assert!(err.contains("\\u{1b}[2J"), "{err:?}");
+}
+
+#[test]
 fn tree_places_entries_in_order() {
     let mut builder = Builder::new(Vec::new());
     // A file before its directory, whose metadata arrives later.

@@ -3,7 +3,9 @@
 //! source instead of from the user running it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader};
+use std::io::{self, BufRead, BufReader};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,7 +14,7 @@ use clap::{ArgGroup, Parser};
 use ext4_writer::options::{BlockSize, Options, Reproducible, Sizing};
 use ext4_writer::source::dir::tree_from_dir;
 use ext4_writer::tar::{tree_from_tar, Spool};
-use ext4_writer::{Metadata, Timestamp, Tree};
+use ext4_writer::{Metadata, Report, Timestamp, Tree};
 
 /// Build an ext4 filesystem image from a directory or a tar archive.
 ///
@@ -23,7 +25,10 @@ use ext4_writer::{Metadata, Timestamp, Tree};
 #[command(name = "mkext4", version)]
 #[command(group(ArgGroup::new("source").required(true).args(["from_dir", "from_tar"])))]
 struct Cli {
-    /// Image file to create or overwrite.
+    /// Image file to create or replace, or a block device to write in place
+    /// (sized to the device unless --size is given). A file is replaced only
+    /// when the build succeeds; a symlink is followed. Other file types are
+    /// rejected.
     output: PathBuf,
 
     /// Directory whose contents become the root of the image; symlinks
@@ -53,7 +58,8 @@ struct Cli {
     block_size: u32,
 
     /// Number of inodes. Without it, the number of nodes in the source plus
-    /// the headroom, rounded up to whole block groups.
+    /// the headroom, rounded up to whole block groups, or with --size one
+    /// inode per 16 KiB of the image (at least one per node), as mke2fs.
     #[arg(long, value_name = "COUNT")]
     inodes: Option<u32>,
 
@@ -74,8 +80,9 @@ struct Cli {
     /// Make a byte-identical image on every run with the same source and
     /// options: the UUID and directory hash seed derive from SEED (an
     /// unsigned 64-bit integer, default 0), and the superblock times are
-    /// SOURCE_DATE_EPOCH (seconds since 1970, default 0). Give the seed
-    /// as --reproducible=SEED.
+    /// SOURCE_DATE_EPOCH (seconds since 1970, default 0). When that is
+    /// set, later mtimes are lowered to it. Every inode takes its mtime as
+    /// atime, ctime and crtime. Give the seed as --reproducible=SEED.
     #[arg(
         long,
         value_name = "SEED",
@@ -102,31 +109,20 @@ fn main() -> ExitCode {
 
 /// Reads the source, writes the image and returns a one-line summary.
 fn run(cli: &Cli) -> Result<String, String> {
-    let options = build_options(cli);
+    check_output_name(cli)?;
+    let options = build_options(cli)?;
 
     let tree = read_source(cli, &options)?;
 
-    let file = OpenOptions::new()
-        .write(true)
-        .read(true)
-        .create(true)
-        .truncate(true)
-        .open(&cli.output)
-        .map_err(|err| format!("failed to create `{}`: {err}", cli.output.display()))?;
-    let report = match ext4_writer::write_file(&tree, &options, &file) {
-        Ok(report) => report,
-        Err(err) => {
-            // A partial image is useless, so do not leave one behind.
-            drop(file);
-            let _ = fs::remove_file(&cli.output);
-            return Err(format!(
-                "failed to write `{}`: {}",
-                cli.output.display(),
-                error_chain(&err)
-            ));
-        }
+    let report = match output_kind(&cli.output)? {
+        OutputKind::Device(path) => write_device(cli, &tree, options.clone(), &path)?,
+        OutputKind::File(path) => write_regular(&tree, &options, &path)?,
     };
-
+    if options.journal && report.journal_blocks == 0 {
+        eprintln!(
+            "mkext4: warning: the image has no journal because it is below 2048 blocks, as with mke2fs; give a larger --size for one, or --no-journal to silence this"
+        );
+    }
     Ok(format!(
         "{}: {} bytes, {} blocks of {} bytes ({} free), {} inodes ({} free)",
         cli.output.display(),
@@ -139,7 +135,199 @@ fn run(cli: &Cli) -> Result<String, String> {
     ))
 }
 
-fn build_options(cli: &Cli) -> Options {
+/// Rejects an output named like a seed after --reproducible, because
+/// `--reproducible 5` reads `5` as the output and leaves the seed at 0.
+fn check_output_name(cli: &Cli) -> Result<(), String> {
+    let name = cli.output.as_os_str().as_encoded_bytes();
+    if cli.reproducible.is_some() && !name.is_empty() && name.iter().all(u8::is_ascii_digit) {
+        let name = cli.output.display();
+        return Err(format!(
+            "the output `{name}` looks like a seed; give the seed as --reproducible={name}, or name the image ./{name}"
+        ));
+    }
+    Ok(())
+}
+
+/// Destination of the image, after following a symlink given as the output.
+enum OutputKind {
+    /// A regular file, or a path where none exists yet: the image is written
+    /// to a temporary file beside it and renamed into place on success.
+    File(PathBuf),
+    /// A block device: written in place, never removed or truncated.
+    Device(PathBuf),
+}
+
+/// Classifies the output path. A symlink is followed, as `mke2fs` and `cp`
+/// do, so the image replaces its target and the symlink stays. Fifos,
+/// character devices, sockets and directories are rejected.
+fn output_kind(output: &Path) -> Result<OutputKind, String> {
+    let metadata = match fs::metadata(output) {
+        Ok(metadata) => metadata,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            if fs::symlink_metadata(output).is_ok() {
+                return Err(format!(
+                    "`{}` is a symlink to a missing path; give the image path itself",
+                    output.display()
+                ));
+            }
+            return Ok(OutputKind::File(output.to_path_buf()));
+        }
+        Err(err) => return Err(format!("failed to inspect `{}`: {err}", output.display())),
+    };
+    let resolved = if fs::symlink_metadata(output)
+        .map(|link| link.file_type().is_symlink())
+        .unwrap_or(false)
+    {
+        fs::canonicalize(output)
+            .map_err(|err| format!("failed to resolve `{}`: {err}", output.display()))?
+    } else {
+        output.to_path_buf()
+    };
+    let kind = metadata.file_type();
+    if kind.is_file() {
+        Ok(OutputKind::File(resolved))
+    } else if kind.is_block_device() {
+        Ok(OutputKind::Device(resolved))
+    } else {
+        let description = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a fifo"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        Err(format!(
+            "`{}` is {description}; mkext4 writes only to a regular file or a block device",
+            output.display()
+        ))
+    }
+}
+
+/// Writes the image to a temporary file beside `path` and renames it into
+/// place, so a failed build leaves an existing file as it was. A replaced
+/// file keeps its permission bits, and a new one gets 0666 less the umask.
+fn write_regular(tree: &Tree, options: &Options, path: &Path) -> Result<Report, String> {
+    let mode = match fs::metadata(path) {
+        Ok(existing) => existing.permissions().mode() & 0o7777,
+        Err(_) => 0o666 & !current_umask(),
+    };
+    let dir = spool_dir(path);
+    let temp = tempfile::Builder::new()
+        .prefix(".mkext4-")
+        .tempfile_in(&dir)
+        .map_err(|err| {
+            format!(
+                "failed to create a temporary image in `{}`: {err}",
+                dir.display()
+            )
+        })?;
+    // Dropping `temp` on an error removes it, and only it.
+    let report = ext4_writer::write_file(tree, options, temp.as_file()).map_err(|err| {
+        format!(
+            "failed to write `{}`: {}",
+            path.display(),
+            error_chain(&err)
+        )
+    })?;
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|err| {
+            format!(
+                "failed to set the mode of the new `{}`: {err}",
+                path.display()
+            )
+        })?;
+    temp.persist(path).map_err(|err| {
+        format!(
+            "failed to rename the image to `{}`: {}",
+            path.display(),
+            err.error
+        )
+    })?;
+    Ok(report)
+}
+
+/// Writes the image onto a block device, sized to the device unless --size
+/// is smaller. Ranges the writer skips are zeroed first because a device,
+/// unlike a new file, contains old data there.
+fn write_device(
+    cli: &Cli,
+    tree: &Tree,
+    mut options: Options,
+    path: &Path,
+) -> Result<Report, String> {
+    let mut device = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|err| format!("failed to open the device `{}`: {err}", path.display()))?;
+    let device_bytes = device
+        .seek(SeekFrom::End(0))
+        .map_err(|err| format!("failed to read the size of `{}`: {err}", path.display()))?;
+    let bytes = match cli.size {
+        Some(bytes) if bytes > device_bytes => {
+            return Err(format!(
+                "--size {bytes} is larger than the device `{}`, which holds {device_bytes} bytes",
+                path.display()
+            ))
+        }
+        Some(bytes) => bytes,
+        None => device_bytes,
+    };
+    options.sizing = Sizing::Fixed { bytes };
+    let block = u64::from(options.block_size.bytes());
+    let image_bytes = bytes / block * block;
+    zero_range(&device, image_bytes).map_err(|err| {
+        format!(
+            "failed to zero the first {image_bytes} bytes of `{}`: {err}",
+            path.display()
+        )
+    })?;
+    let report = ext4_writer::write(tree, &options, &device).map_err(|err| {
+        format!(
+            "failed to write `{}`: {}",
+            path.display(),
+            error_chain(&err)
+        )
+    })?;
+    device
+        .sync_all()
+        .map_err(|err| format!("failed to flush `{}`: {err}", path.display()))?;
+    Ok(report)
+}
+
+/// Zeroes the first `bytes` of a block device: with the kernel's zero-out
+/// (fallocate ZERO_RANGE), or by writing zeros where that is unsupported.
+fn zero_range(mut device: &File, bytes: u64) -> io::Result<()> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    let flags = FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE;
+    if fallocate(device, flags, 0, bytes).is_ok() {
+        return Ok(());
+    }
+    let zeros = vec![0u8; 1 << 20];
+    device.seek(SeekFrom::Start(0))?;
+    let mut left = bytes;
+    while left > 0 {
+        let chunk = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
+        io::Write::write_all(&mut device, &zeros[..chunk])?;
+        left -= chunk as u64;
+    }
+    Ok(())
+}
+
+/// Returns the process umask, read by setting it and restoring it.
+fn current_umask() -> u32 {
+    use rustix::fs::Mode;
+    let old = rustix::process::umask(Mode::from_bits_truncate(0o022));
+    rustix::process::umask(old);
+    old.bits()
+}
+
+fn build_options(cli: &Cli) -> Result<Options, String> {
     let defaults = Options::default();
     let sizing = match (cli.size, defaults.sizing) {
         (Some(bytes), _) => Sizing::Fixed { bytes },
@@ -157,16 +345,20 @@ fn build_options(cli: &Cli) -> Options {
         2048 => BlockSize::B2048,
         _ => BlockSize::B4096,
     };
-    Options {
+    let reproducible = cli
+        .reproducible
+        .map(Reproducible::try_from_env)
+        .transpose()?;
+    Ok(Options {
         block_size,
         sizing,
         inode_count: cli.inodes,
         label: cli.label.clone(),
         uuid: cli.uuid,
         journal: !cli.no_journal,
-        reproducible: cli.reproducible.map(Reproducible::from_env),
+        reproducible,
         ..defaults
-    }
+    })
 }
 
 fn read_source(cli: &Cli, options: &Options) -> Result<Tree, String> {
@@ -188,13 +380,42 @@ fn read_source(cli: &Cli, options: &Options) -> Result<Tree, String> {
     })?;
     let root = root_metadata(options);
     let result = if tar == Path::new("-") {
-        tree_from_tar(BufReader::new(io::stdin().lock()), root, &mut spool)
+        let mut input = BufReader::new(io::stdin().lock());
+        check_tar_start(&mut input, "standard input")?;
+        tree_from_tar(input, root, &mut spool)
     } else {
         let file =
             File::open(tar).map_err(|err| format!("failed to open `{}`: {err}", tar.display()))?;
-        tree_from_tar(BufReader::with_capacity(1 << 20, file), root, &mut spool)
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        check_tar_start(&mut input, &format!("`{}`", tar.display()))?;
+        tree_from_tar(input, root, &mut spool)
     };
     result.map_err(|err| format!("failed to read `{}`: {}", tar.display(), error_chain(&err)))
+}
+
+/// Rejects an empty input and a compressed archive before reading it as tar.
+/// `input` names the input in messages.
+fn check_tar_start(reader: &mut impl BufRead, input: &str) -> Result<(), String> {
+    let start = reader
+        .fill_buf()
+        .map_err(|err| format!("failed to read {input}: {err}"))?;
+    if start.is_empty() {
+        return Err(format!("no tar data in {input}; it is empty"));
+    }
+    let compression = [
+        (&b"\x1f\x8b"[..], "gzip", "gzip -dc"),
+        (b"\x28\xb5\x2f\xfd", "zstd", "zstd -dc"),
+        (b"\xfd7zXZ\x00", "xz", "xz -dc"),
+        (b"BZh", "bzip2", "bzip2 -dc"),
+    ];
+    for (magic, format, command) in compression {
+        if start.starts_with(magic) {
+            return Err(format!(
+                "{input} is a {format}-compressed archive; decompress it first, for example with `{command} ARCHIVE | mkext4 IMAGE --from-tar -`"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Metadata of the root until the archive's `./` member replaces it:
@@ -285,7 +506,8 @@ fn parse_uuid(text: &str) -> Result<[u8; 16], String> {
         return Err(invalid());
     }
     let digits: Vec<u8> = text.bytes().filter(|&b| b != b'-').collect();
-    if digits.len() != 32 {
+    // from_str_radix alone would accept a sign such as `+b`.
+    if digits.len() != 32 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return Err(invalid());
     }
     let mut uuid = [0u8; 16];
@@ -328,6 +550,8 @@ mod tests {
             "0b6c4f5e-8d2a-4c1b-9f3e-7a5d2c1b0e9",
             "0b6c4f5e8-d2a-4c1b-9f3e-7a5d2c1b0e9f",
             "zz6c4f5e-8d2a-4c1b-9f3e-7a5d2c1b0e9f",
+            "+b6c4f5e-8d2a-4c1b-9f3e-7a5d2c1b0e9f",
+            "+b+c4f5e8d2a4c1b9f3e7a5d2c1b0e9f",
         ] {
             assert!(parse_uuid(bad).is_err(), "{bad:?} accepted");
         }
@@ -364,7 +588,7 @@ mod tests {
             "--no-journal",
             "--reproducible",
         ]);
-        let options = build_options(&cli);
+        let options = build_options(&cli).unwrap();
         assert_eq!(options.block_size, BlockSize::B1024);
         assert!(matches!(
             options.sizing,
@@ -387,7 +611,7 @@ mod tests {
             "64M",
             "--reproducible=7",
         ]);
-        let options = build_options(&cli);
+        let options = build_options(&cli).unwrap();
         assert_eq!(options.sizing, Sizing::Fixed { bytes: 64 << 20 });
         assert!(options.journal);
         assert_eq!(options.reproducible.map(|r| r.seed), Some(7));

@@ -1,9 +1,9 @@
 //! A directory on disk as a [`Tree`], as `mke2fs -d` reads one.
 //!
-//! The walk never follows symlinks. It keeps owners, permissions with
-//! setuid, setgid and sticky bits, all four times with nanoseconds, xattrs
-//! (file capabilities and POSIX ACLs included), device numbers and hard
-//! links. File contents stay on disk: each file becomes segments over a
+//! The walk follows a symlink given as the root and no other. It keeps
+//! owners, permissions with setuid, setgid and sticky bits, all four times
+//! with nanoseconds, xattrs (file capabilities and POSIX ACLs included),
+//! device numbers and hard links. File contents stay on disk: each file becomes segments over a
 //! [`LazyFile`] that opens the path only when the writer reads it, so a
 //! tree of many files does not hold one descriptor per file.
 
@@ -33,17 +33,17 @@ const MAX_OPEN_FILES: usize = 32;
 /// Errors of the tree, which names read from a directory do not cause,
 /// become [`Error::Io`] naming the path too.
 pub fn tree_from_dir(root: &Path) -> Result<Tree, Error> {
-    let root_stat =
-        fs::symlink_metadata(root).map_err(|err| io_error("failed to examine", root, err))?;
+    // The root itself may be a symlink to a directory, as with `mke2fs -d`.
+    let root_stat = fs::metadata(root).map_err(|err| io_error("failed to examine", root, err))?;
     if !root_stat.is_dir() {
         return Err(Error::Io {
-            context: format!("failed to read `{}`", root.display()),
+            context: format!("failed to read `{}`", shorten(root)),
             source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
         });
     }
 
     let mut walk = Walk {
-        tree: Tree::new(metadata(root, &root_stat)?),
+        tree: Tree::new(metadata(root, &root.join("."), &root_stat)?),
         hard_links: HashMap::new(),
         open_files: Arc::new(Mutex::new(OpenFiles::default())),
         next_file_id: 0,
@@ -51,7 +51,8 @@ pub fn tree_from_dir(root: &Path) -> Result<Tree, Error> {
     let tree_root = walk.tree.root();
     let mut pending = vec![(root.to_path_buf(), tree_root)];
     while let Some((dir, node)) = pending.pop() {
-        walk.read_directory(&dir, node, &mut pending)?;
+        let handle = DirHandle::open(&dir)?;
+        walk.read_directory(&dir, &handle, node, &mut pending)?;
     }
     Ok(walk.tree)
 }
@@ -66,15 +67,19 @@ struct Walk {
 }
 
 impl Walk {
-    /// Adds the entries of `dir` to `node`, and queues its subdirectories.
+    /// Adds the entries of `dir`, opened as `handle`, to `node`, and queues
+    /// its subdirectories.
     fn read_directory(
         &mut self,
         dir: &Path,
+        handle: &DirHandle,
         node: NodeId,
         pending: &mut Vec<(PathBuf, NodeId)>,
     ) -> Result<(), Error> {
         let mut names = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|err| io_error("failed to list", dir, err))? {
+        let listing = fs::read_dir(handle.access(None))
+            .map_err(|err| io_error("failed to list", dir, err))?;
+        for entry in listing {
             let entry = entry.map_err(|err| io_error("failed to list", dir, err))?;
             names.push(entry.file_name());
         }
@@ -84,7 +89,8 @@ impl Walk {
 
         for name in names {
             let path = dir.join(&name);
-            let stat = fs::symlink_metadata(&path)
+            let access = handle.access(Some(&name));
+            let stat = fs::symlink_metadata(&access)
                 .map_err(|err| io_error("failed to examine", &path, err))?;
             if let Some(target) = self.hard_link_target(&stat) {
                 self.tree
@@ -93,9 +99,9 @@ impl Walk {
                 continue;
             }
 
-            let kind = self.node_kind(&path, &stat)?;
+            let kind = self.node_kind(&path, &access, &stat)?;
             let is_directory = kind.is_directory();
-            let metadata = metadata(&path, &stat)?;
+            let metadata = metadata(&path, &access, &stat)?;
             let child = self
                 .tree
                 .add(node, name.as_bytes(), kind, metadata)
@@ -117,15 +123,21 @@ impl Walk {
         self.hard_links.get(&(stat.dev(), stat.ino())).copied()
     }
 
-    /// Reads the node kind of `path` with its type-specific data.
-    fn node_kind(&mut self, path: &Path, stat: &fs::Metadata) -> Result<NodeKind, Error> {
+    /// Reads the node kind of `path`, reached through `access`, with its
+    /// type-specific data.
+    fn node_kind(
+        &mut self,
+        path: &Path,
+        access: &Path,
+        stat: &fs::Metadata,
+    ) -> Result<NodeKind, Error> {
         let file_type = stat.file_type();
         let kind = if file_type.is_dir() {
             NodeKind::directory()
         } else if file_type.is_file() {
-            NodeKind::Regular(self.file_data(path, stat.len())?)
+            NodeKind::Regular(self.file_data(path, access, stat.len())?)
         } else if file_type.is_symlink() {
-            let target = fs::read_link(path)
+            let target = fs::read_link(access)
                 .map_err(|err| io_error("failed to read the symlink", path, err))?;
             NodeKind::Symlink(target.into_os_string().into_vec())
         } else if file_type.is_char_device() {
@@ -150,11 +162,11 @@ impl Walk {
 
     /// Builds the content of the regular file `path`: one segment per run of
     /// data between holes, all read lazily from the path.
-    fn file_data(&mut self, path: &Path, size: u64) -> Result<FileData, Error> {
+    fn file_data(&mut self, path: &Path, access: &Path, size: u64) -> Result<FileData, Error> {
         if size == 0 {
             return Ok(FileData::empty());
         }
-        let file = File::open(path).map_err(|err| io_error("failed to open", path, err))?;
+        let file = open_noatime(access).map_err(|err| io_error("failed to open", path, err))?;
         let runs = data_runs(&file, size)
             .map_err(|err| io_error("failed to find the holes of", path, err))?;
         drop(file);
@@ -202,8 +214,9 @@ fn data_runs(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
     Ok(runs)
 }
 
-/// Reads the owner, permissions, times and xattrs of `path`.
-fn metadata(path: &Path, stat: &fs::Metadata) -> Result<Metadata, Error> {
+/// Reads the owner, permissions, times and xattrs of `path`, reached
+/// through `access`.
+fn metadata(path: &Path, access: &Path, stat: &fs::Metadata) -> Result<Metadata, Error> {
     let ctime = timestamp(stat.ctime(), stat.ctime_nsec());
     // std reads the birth time through statx. A filesystem that does not
     // record one gets ctime instead.
@@ -230,21 +243,21 @@ fn metadata(path: &Path, stat: &fs::Metadata) -> Result<Metadata, Error> {
         mtime: timestamp(stat.mtime(), stat.mtime_nsec()),
         ctime,
         crtime,
-        xattrs: xattrs(path)?,
+        xattrs: xattrs(path, access)?,
     })
 }
 
-/// Reads the xattrs of `path` itself (never of a symlink's target), sorted
-/// by name.
-fn xattrs(path: &Path) -> Result<Vec<Xattr>, Error> {
-    let names = match xattr::list(path) {
+/// Reads the xattrs of `path` itself (never of a symlink's target), reached
+/// through `access`, sorted by name.
+fn xattrs(path: &Path, access: &Path) -> Result<Vec<Xattr>, Error> {
+    let names = match xattr::list(access) {
         Ok(names) => names,
         Err(err) if err.kind() == io::ErrorKind::Unsupported => return Ok(Vec::new()),
         Err(err) => return Err(io_error("failed to list the xattrs of", path, err)),
     };
     let mut xattrs = Vec::new();
     for name in names {
-        let value = xattr::get(path, &name)
+        let value = xattr::get(access, &name)
             .map_err(|err| io_error(&format!("failed to read xattr {:?} of", name), path, err))?;
         // A value removed between listing and reading is simply gone.
         if let Some(value) = value {
@@ -275,7 +288,7 @@ fn timestamp(seconds: i64, nanoseconds: i64) -> Timestamp {
 
 fn io_error(action: &str, path: &Path, source: io::Error) -> Error {
     Error::Io {
-        context: format!("{action} `{}`", path.display()),
+        context: format!("{action} `{}`", shorten(path)),
         source,
     }
 }
@@ -283,8 +296,131 @@ fn io_error(action: &str, path: &Path, source: io::Error) -> Error {
 /// Adds the path to an error of the tree, whose messages carry only names.
 fn tree_error(path: &Path, err: Error) -> Error {
     Error::Io {
-        context: format!("failed to add `{}` to the tree", path.display()),
+        context: format!("failed to add `{}` to the tree", shorten(path)),
         source: io::Error::new(io::ErrorKind::InvalidInput, err.to_string()),
+    }
+}
+
+/// Longest path handed to the kernel whole; PATH_MAX is 4096 bytes with
+/// the NUL, and longer paths fail with ENAMETOOLONG.
+const PATH_LIMIT: usize = 4000;
+
+/// Longest path shown in a message: longer ones keep their last components.
+const SHOWN_PATH_LIMIT: usize = 160;
+
+/// An open directory of the walk. Entries of a directory whose path is too
+/// long for the kernel are reached through `/proc/self/fd/N/NAME`.
+///
+/// NOTE: trees deeper than PATH_MAX therefore need /proc mounted.
+struct DirHandle {
+    path: PathBuf,
+    fd: Option<File>,
+}
+
+impl DirHandle {
+    fn open(path: &Path) -> Result<Self, Error> {
+        if path.as_os_str().len() < PATH_LIMIT {
+            return Ok(Self {
+                path: path.to_path_buf(),
+                fd: None,
+            });
+        }
+        let fd = open_chunks(path, rustix::fs::OFlags::DIRECTORY)
+            .map_err(|err| io_error("failed to open the directory", path, err))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            fd: Some(fd),
+        })
+    }
+
+    /// Returns a path to the directory itself (`None`) or to its entry
+    /// `name` that the kernel accepts whatever the depth.
+    fn access(&self, name: Option<&std::ffi::OsStr>) -> PathBuf {
+        let base = match &self.fd {
+            Some(fd) => {
+                use std::os::fd::AsRawFd;
+                PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            }
+            None => self.path.clone(),
+        };
+        match name {
+            Some(name) => base.join(name),
+            None => base,
+        }
+    }
+}
+
+/// Opens the regular file `path` for reading without updating its atime,
+/// whatever the length of the path.
+fn open_deep(path: &Path) -> io::Result<File> {
+    if path.as_os_str().len() < PATH_LIMIT {
+        return open_noatime(path);
+    }
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let name = path.file_name().unwrap_or_default();
+    let dir = open_chunks(parent, rustix::fs::OFlags::DIRECTORY)?;
+    use std::os::fd::AsRawFd;
+    open_noatime(&Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name))
+}
+
+/// Opens `path` with `flags` (plus O_PATH and O_CLOEXEC) in pieces shorter
+/// than [`PATH_LIMIT`], each relative to the directory the previous opened.
+fn open_chunks(path: &Path, flags: rustix::fs::OFlags) -> io::Result<File> {
+    use rustix::fs::{openat, Mode, OFlags, CWD};
+
+    let mut pieces: Vec<PathBuf> = Vec::new();
+    let mut current = PathBuf::new();
+    for component in path.components() {
+        let len = component.as_os_str().len();
+        if len >= PATH_LIMIT {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a path component is longer than the kernel accepts",
+            ));
+        }
+        if current.as_os_str().len() + len + 1 >= PATH_LIMIT {
+            pieces.push(std::mem::take(&mut current));
+        }
+        current.push(component);
+    }
+    pieces.push(current);
+
+    let open_flags = flags | OFlags::PATH | OFlags::CLOEXEC;
+    let mut fd = openat(CWD, &pieces[0], open_flags, Mode::empty())?;
+    for piece in &pieces[1..] {
+        fd = openat(&fd, piece, open_flags, Mode::empty())?;
+    }
+    Ok(File::from(fd))
+}
+
+/// Shortens a long path for a message to its last components after `...`.
+fn shorten(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.len() <= SHOWN_PATH_LIMIT {
+        return text;
+    }
+    let mut start = text.len() - SHOWN_PATH_LIMIT;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let tail = &text[start..];
+    let tail = tail.find('/').map_or(tail, |slash| &tail[slash..]);
+    format!("...{tail}")
+}
+
+/// Opens `path` for reading without updating its atime (O_NOATIME), which
+/// the kernel permits to the file's owner and to root, else opens it plainly.
+fn open_noatime(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let noatime = rustix::fs::OFlags::NOATIME.bits();
+    match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(i32::from_ne_bytes(noatime.to_ne_bytes()))
+        .open(path)
+    {
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => File::open(path),
+        result => result,
     }
 }
 
@@ -313,7 +449,7 @@ impl LazyFile {
         if let Some((_, file)) = open_files.files.iter().find(|(id, _)| *id == self.id) {
             return Ok(Arc::clone(file));
         }
-        let file = Arc::new(File::open(&self.path)?);
+        let file = Arc::new(open_deep(&self.path)?);
         if open_files.files.len() >= MAX_OPEN_FILES {
             open_files.files.pop_front();
         }
@@ -327,7 +463,7 @@ impl ReadAt for LazyFile {
         let with_path = |err: io::Error| {
             io::Error::new(
                 err.kind(),
-                format!("failed to read `{}`: {err}", self.path.display()),
+                format!("failed to read `{}`: {err}", shorten(&self.path)),
             )
         };
         let file = self.open().map_err(with_path)?;
@@ -339,4 +475,21 @@ impl ReadAt for LazyFile {
 #[derive(Debug, Default)]
 struct OpenFiles {
     files: VecDeque<(u64, Arc<File>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_paths_shortened_to_last_components() {
+        let long = PathBuf::from(format!("/{}/tail/name", "a/".repeat(3000)));
+
+        let shown = shorten(&long);
+
+        assert!(shown.len() <= SHOWN_PATH_LIMIT + 3, "{shown}");
+        assert!(shown.starts_with(".../"), "{shown}");
+        assert!(shown.ends_with("/tail/name"), "{shown}");
+        assert_eq!(shorten(Path::new("/etc/hostname")), "/etc/hostname");
+    }
 }

@@ -34,11 +34,11 @@ pub enum TarError {
     Truncated { path: String, offset: u64 },
 
     /// A header block that is not a valid tar header.
-    #[error("invalid tar header at byte {offset}: {reason}")]
+    #[error("invalid tar header at byte {offset}: {}", escape_controls(reason))]
     InvalidHeader { offset: u64, reason: String },
 
     /// A member whose fields cannot be used.
-    #[error("invalid tar entry {path:?}: {reason}")]
+    #[error("invalid tar entry {path:?}: {}", escape_controls(reason))]
     InvalidEntry { path: String, reason: String },
 
     /// The spool file could not be written.
@@ -56,6 +56,20 @@ pub enum TarError {
         #[source]
         source: crate::Error,
     },
+}
+
+/// Escapes control characters in text that may quote archive bytes, so that
+/// a message cannot send escape sequences to a terminal.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Reads a plain root-filesystem archive into a tree whose root starts with

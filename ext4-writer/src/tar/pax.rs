@@ -5,10 +5,14 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
+use crate::acl::{self, Qualifier};
 use crate::tree::{Timestamp, Xattr};
 
 /// Key prefix of xattrs written by star and GNU tar; the value is stored raw.
 const SCHILY_XATTR: &[u8] = b"SCHILY.xattr.";
+/// Keys of the text ACLs written by star and by GNU tar's --acls.
+const SCHILY_ACL_ACCESS: &str = "SCHILY.acl.access";
+const SCHILY_ACL_DEFAULT: &str = "SCHILY.acl.default";
 /// Key prefix of xattrs written by libarchive; the name is percent-encoded
 /// and the value base64-encoded.
 const LIBARCHIVE_XATTR: &[u8] = b"LIBARCHIVE.xattr.";
@@ -111,7 +115,8 @@ impl Records {
 
     /// Decodes the xattrs of the `SCHILY.xattr.*` and `LIBARCHIVE.xattr.*` records,
     /// sorted by name. When both forms name the same xattr the libarchive
-    /// one wins, because its base64 value survives any byte.
+    /// one wins, because its base64 value survives any byte. `SCHILY.acl.*`
+    /// text ACLs become POSIX ACL xattrs unless an xattr record sets them.
     pub(crate) fn xattrs(&self) -> Result<Vec<Xattr>, String> {
         let mut xattrs: Vec<Xattr> = Vec::new();
         for (key, value) in &self.records {
@@ -147,9 +152,40 @@ impl Records {
                 None => xattrs.push(xattr),
             }
         }
+        for (key, name) in [
+            (SCHILY_ACL_ACCESS, acl::ACCESS_NAME),
+            (SCHILY_ACL_DEFAULT, acl::DEFAULT_NAME),
+        ] {
+            let Some(text) = self.get(key) else { continue };
+            if xattrs.iter().any(|x| x.name == name) {
+                continue;
+            }
+            let value = acl::text_to_vfs(text, &host_id)
+                .map_err(|err| format!("invalid PAX {key} record: {err}"))?;
+            xattrs.push(Xattr {
+                name: name.to_vec(),
+                value,
+            });
+        }
         xattrs.sort();
         Ok(xattrs)
     }
+}
+
+/// Looks a user or group name up in this host's /etc/passwd or /etc/group,
+/// as tar does when it extracts an ACL that names them.
+fn host_id(kind: Qualifier, name: &str) -> Option<u32> {
+    let database = match kind {
+        Qualifier::User => "/etc/passwd",
+        Qualifier::Group => "/etc/group",
+    };
+    let text = std::fs::read_to_string(database).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let entry_name = fields.next()?;
+        let id = fields.nth(1)?;
+        (entry_name == name).then(|| id.parse().ok()).flatten()
+    })
 }
 
 /// Parses an unsigned decimal PAX value.

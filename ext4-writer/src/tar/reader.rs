@@ -8,6 +8,7 @@
 //! asked to read its input to the end.
 
 use std::io::{self, Read};
+use std::ops::Range;
 
 use tar::{GnuExtSparseHeader, Header};
 
@@ -616,43 +617,41 @@ fn sparse_region(start: io::Result<u64>, len: io::Result<u64>) -> Result<(u64, u
 /// records, which override the header.
 fn decode_metadata(header: &Header, records: &Records) -> Result<Metadata, String> {
     let mode = header.mode().map_err(|e| format!("invalid mode: {e}"))?;
+    let raw = header.as_bytes();
     let uid = match records.number("uid")? {
-        Some(uid) => uid,
-        None => header.uid().map_err(|e| format!("invalid uid: {e}"))?,
+        Some(uid) => i128::from(uid),
+        None => numeric_field(&raw[UID_FIELD]).map_err(|e| format!("invalid uid: {e}"))?,
     };
     let gid = match records.number("gid")? {
-        Some(gid) => gid,
-        None => header.gid().map_err(|e| format!("invalid gid: {e}"))?,
+        Some(gid) => i128::from(gid),
+        None => numeric_field(&raw[GID_FIELD]).map_err(|e| format!("invalid gid: {e}"))?,
     };
-    let uid = u32::try_from(uid).map_err(|_| format!("uid {uid} does not fit in 32 bits"))?;
-    let gid = u32::try_from(gid).map_err(|_| format!("gid {gid} does not fit in 32 bits"))?;
+    let uid = u32::try_from(uid).map_err(|_| format!("uid {uid} is outside 0 to 2^32-1"))?;
+    let gid = u32::try_from(gid).map_err(|_| format!("gid {gid} is outside 0 to 2^32-1"))?;
 
+    let header_time = |field: Range<usize>, name: &str| -> Result<i64, String> {
+        let seconds = numeric_field(&raw[field]).map_err(|e| format!("invalid {name}: {e}"))?;
+        i64::try_from(seconds).map_err(|_| format!("invalid {name}: {seconds} s is beyond 64 bits"))
+    };
     let mtime = match records.time("mtime")? {
         Some(time) => time,
-        None => {
-            let seconds = header.mtime().map_err(|e| format!("invalid mtime: {e}"))?;
-            Timestamp::new(i64::try_from(seconds).unwrap_or(i64::MAX), 0)
-        }
+        None => Timestamp::new(header_time(MTIME_FIELD, "mtime")?, 0),
     };
-    let gnu_time = |time: io::Result<u64>| {
-        time.ok()
-            .filter(|t| *t != 0)
-            .and_then(|t| i64::try_from(t).ok())
-            .map(|t| Timestamp::new(t, 0))
+    // GNU headers carry atime and ctime only with --incremental, and 0 means unset.
+    let gnu_time = |field: Range<usize>, name: &str| -> Result<Option<Timestamp>, String> {
+        if header.as_gnu().is_none() {
+            return Ok(None);
+        }
+        let seconds = header_time(field, name)?;
+        Ok((seconds != 0).then(|| Timestamp::new(seconds, 0)))
     };
     let atime = match records.time("atime")? {
         Some(time) => time,
-        None => header
-            .as_gnu()
-            .and_then(|gnu| gnu_time(gnu.atime()))
-            .unwrap_or(mtime),
+        None => gnu_time(GNU_ATIME_FIELD, "atime")?.unwrap_or(mtime),
     };
     let ctime = match records.time("ctime")? {
         Some(time) => time,
-        None => header
-            .as_gnu()
-            .and_then(|gnu| gnu_time(gnu.ctime()))
-            .unwrap_or(mtime),
+        None => gnu_time(GNU_CTIME_FIELD, "ctime")?.unwrap_or(mtime),
     };
 
     Ok(Metadata {
@@ -668,6 +667,54 @@ fn decode_metadata(header: &Header, records: &Records) -> Result<Metadata, Strin
     })
 }
 
+/// Byte ranges of numeric header fields (ustar, and GNU for atime and ctime).
+const UID_FIELD: Range<usize> = 108..116;
+const GID_FIELD: Range<usize> = 116..124;
+const MTIME_FIELD: Range<usize> = 136..148;
+const GNU_ATIME_FIELD: Range<usize> = 345..357;
+const GNU_CTIME_FIELD: Range<usize> = 357..369;
+
+/// Decodes a numeric header field: octal digits padded with spaces or NULs,
+/// or GNU's base-256 form, which sets the top bit of the first byte and
+/// stores a two's-complement number whose sign is the next bit.
+fn numeric_field(field: &[u8]) -> Result<i128, String> {
+    let Some((&first, rest)) = field.split_first() else {
+        return Ok(0);
+    };
+    if first & 0x80 != 0 {
+        let sign = if first & 0x40 != 0 { -0x40 } else { 0 };
+        let mut value = i128::from(first & 0x3f) + sign;
+        for &byte in rest {
+            value = value
+                .checked_mul(256)
+                .and_then(|v| v.checked_add(i128::from(byte)))
+                .ok_or_else(|| format!("base-256 value {} is too large", escape_bytes(field)))?;
+        }
+        return Ok(value);
+    }
+    let text: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|&b| b == b' ')
+        .take_while(|&b| b != 0 && b != b' ')
+        .collect();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    let digits = std::str::from_utf8(&text)
+        .ok()
+        .filter(|t| t.bytes().all(|b| (b'0'..=b'7').contains(&b)));
+    digits
+        .and_then(|t| i128::from_str_radix(t, 8).ok())
+        .ok_or_else(|| format!("{} is not an octal number", escape_bytes(field)))
+}
+
+/// Renders archive bytes for a message, escaping everything but printable
+/// ASCII so that a header cannot send control sequences to a terminal.
+pub(crate) fn escape_bytes(bytes: &[u8]) -> String {
+    format!("\"{}\"", bytes.escape_ascii())
+}
+
 /// A reader that counts the bytes read through it.
 struct Counted<R> {
     inner: R,
@@ -679,5 +726,29 @@ impl<R: Read> Read for Counted<R> {
         let n = self.inner.read(buf)?;
         self.position += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_field_octal_and_base256() {
+        assert_eq!(numeric_field(b"0000644\0"), Ok(0o644));
+        assert_eq!(numeric_field(b"   17 \0\0"), Ok(0o17));
+        assert_eq!(numeric_field(b"\0\0\0\0"), Ok(0));
+        assert_eq!(numeric_field(&[0x80, 0, 0, 0, 0, 0, 1, 0]), Ok(256));
+        assert_eq!(numeric_field(&[0xff; 12]), Ok(-1));
+        let mut minus_1960 = [0xffu8; 12];
+        minus_1960[8..].copy_from_slice(&(-315_619_200i32).to_be_bytes());
+        assert_eq!(numeric_field(&minus_1960), Ok(-315_619_200));
+    }
+
+    #[test]
+    fn numeric_field_garbage_escaped() {
+        let err = numeric_field(b"\x1b[31m9\0").unwrap_err();
+        assert!(err.contains("\\x1b[31m9"), "{err}");
+        assert!(!err.contains('\x1b'), "{err}");
     }
 }

@@ -97,6 +97,7 @@ pub fn reproducible() -> Options {
         reproducible: Some(ext4_writer::Reproducible {
             seed: 42,
             timestamp: 1_700_000_000,
+            clamp_mtime: false,
         }),
         ..Options::default()
     }
