@@ -2,7 +2,7 @@
 //! file contents, built by the caller and handed to the writer.
 //!
 //! A node is one future inode. A directory maps names to node ids, and a
-//! node reached through more than one name is a hard link; link counts are
+//! node reached through more than one name is a hard link. Link counts are
 //! derived from the entries when the image is written, so removing a name
 //! never needs bookkeeping from the caller.
 
@@ -157,12 +157,12 @@ pub struct FileData {
 }
 
 impl FileData {
-    /// An empty file.
+    /// Creates an empty file.
     pub fn empty() -> Self {
         Self::default()
     }
 
-    /// A file of `size` bytes that is one hole.
+    /// Creates a file of `size` bytes that is one hole.
     pub fn sparse(size: u64) -> Self {
         Self {
             size,
@@ -170,7 +170,7 @@ impl FileData {
         }
     }
 
-    /// A file whose `len` bytes are read from `source` at `source_offset`.
+    /// Creates a file whose `len` bytes are read from `source` at `source_offset`.
     pub fn from_source(source: Arc<dyn ReadAt>, source_offset: u64, len: u64) -> Self {
         let mut data = Self::sparse(len);
         if len > 0 {
@@ -184,7 +184,7 @@ impl FileData {
         data
     }
 
-    /// A file holding `bytes`.
+    /// Creates a file holding `bytes`.
     pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
         let bytes: Vec<u8> = bytes.into();
         let len = bytes.len() as u64;
@@ -228,7 +228,7 @@ impl FileData {
     }
 }
 
-/// What a node is, with the data that belongs to its type.
+/// The type of a node, with the data that belongs to that type.
 #[derive(Clone, Debug)]
 pub enum NodeKind {
     /// A directory and its entries, sorted by name.
@@ -249,7 +249,7 @@ pub enum NodeKind {
 }
 
 impl NodeKind {
-    /// An empty directory.
+    /// Creates an empty directory.
     pub fn directory() -> Self {
         NodeKind::Directory(BTreeMap::new())
     }
@@ -276,7 +276,7 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// A tree holding only a root directory with `metadata`.
+    /// Creates a tree holding only a root directory with `metadata`.
     pub fn new(metadata: Metadata) -> Self {
         Self {
             nodes: vec![Node {
@@ -286,7 +286,7 @@ impl Tree {
         }
     }
 
-    /// The root directory.
+    /// Returns the root directory.
     pub fn root(&self) -> NodeId {
         NodeId(0)
     }
@@ -296,7 +296,7 @@ impl Tree {
         self.nodes.len()
     }
 
-    /// The node `id`.
+    /// Returns the node `id`.
     ///
     /// # Panics
     /// When `id` did not come from this tree.
@@ -304,7 +304,7 @@ impl Tree {
         &self.nodes[id.index()]
     }
 
-    /// The node `id`, for changing its metadata or contents.
+    /// Returns the node `id` for changing its metadata or contents.
     ///
     /// Turning a directory into another kind drops its entries. Turning a
     /// node with several names into a directory makes a tree that the
@@ -379,7 +379,8 @@ impl Tree {
         }
     }
 
-    /// The entries of directory `dir`, sorted by name; empty for other kinds.
+    /// Iterates over the entries of directory `dir`, sorted by name. Other
+    /// kinds have none.
     pub fn entries(&self, dir: NodeId) -> impl Iterator<Item = (&[u8], NodeId)> {
         let entries = match &self.node(dir).kind {
             NodeKind::Directory(entries) => Some(entries),
