@@ -425,7 +425,7 @@ fn open_noatime(path: &Path) -> io::Result<File> {
 }
 
 /// File content read from a path that is opened on the first read and
-/// closed when more than [`MAX_OPEN_FILES`] others were opened since.
+/// closed when more than `MAX_OPEN_FILES` others were opened since.
 #[derive(Debug)]
 pub struct LazyFile {
     id: u64,
