@@ -2,12 +2,12 @@
 //! the real loopback registry into one cache, and ls, inspect, rm, prune and
 //! export over images stored through the library.
 
+mod image_support;
+
 use std::fs;
-use std::net::SocketAddr;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use banger::error::ExitCode;
 use banger::image::blob_cache::BlobCache;
@@ -29,40 +29,8 @@ fn fixtures_dir() -> PathBuf {
     dir
 }
 
-fn registry_address() -> String {
-    let address =
-        std::env::var("BANGER_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5055".to_owned());
-    let reachable = address
-        .parse::<SocketAddr>()
-        .ok()
-        .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
-        .is_some();
-    assert!(
-        reachable,
-        "test registry {address} is not reachable: run tests/fixtures/build-images.sh, which starts it through tests/fixtures/registry.sh (or set BANGER_TEST_REGISTRY)"
-    );
-    address
-}
-
-/// Builds a `banger` command whose config, cache and data stay in `home`.
-fn banger_command(home: &Path, args: &[&str]) -> Command {
-    let empty = home.join("empty.toml");
-    fs::write(&empty, "").unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_banger"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("BANGER_CONFIG", &empty)
-        .env("BANGER_CACHE_DIR", home.join("cache"))
-        .env("BANGER_DATA_DIR", home.join("data"))
-        .env("BANGER_RUNTIME_DIR", home.join("run"));
-    command
-}
-
 fn banger(home: &Path, args: &[&str]) -> Output {
-    banger_command(home, args).output().unwrap()
+    image_support::banger_command(home, args).output().unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -76,7 +44,7 @@ fn stderr(output: &Output) -> String {
 #[test]
 fn two_processes_pull_into_one_cache() {
     fixtures_dir();
-    let registry = registry_address();
+    let registry = image_support::registry_address();
     let home = tempfile::tempdir().unwrap();
     let reference = format!("{registry}/debian:bookworm-banger");
     let args = [
@@ -90,7 +58,7 @@ fn two_processes_pull_into_one_cache() {
 
     let children: Vec<_> = (0..2)
         .map(|_| {
-            banger_command(home.path(), &args)
+            image_support::banger_command(home.path(), &args)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -489,7 +457,7 @@ fn digest_queries_find_the_image() {
 
 #[test]
 fn corrupt_cached_layer_is_evicted() {
-    let registry = registry_address();
+    let registry = image_support::registry_address();
     let home = tempfile::tempdir().unwrap();
     let reference = format!("{registry}/debian:minbase");
     let pull_args = [
@@ -533,7 +501,7 @@ fn corrupt_cached_layer_is_evicted() {
 
 #[test]
 fn pinned_pull_stores_the_digest_reference() {
-    let registry = registry_address();
+    let registry = image_support::registry_address();
     let digest = fs::read_to_string(fixtures_dir().join("registry/minbase.digest")).unwrap();
     let digest = digest.trim();
     let home = tempfile::tempdir().unwrap();

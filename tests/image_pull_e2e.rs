@@ -7,28 +7,11 @@
 mod image_support;
 
 use std::fs;
-use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use image_support::mount::{e2fsck_clean, xattr_set, Mount, LISTING_SCRIPT, SHA256_SCRIPT};
-
-fn registry_address() -> String {
-    let address =
-        std::env::var("BANGER_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5055".to_owned());
-    let reachable = address
-        .parse::<SocketAddr>()
-        .ok()
-        .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
-        .is_some();
-    assert!(
-        reachable,
-        "test registry {address} is not reachable: start it with tests/fixtures/registry.sh start after tests/fixtures/build-images.sh, or set BANGER_TEST_REGISTRY"
-    );
-    address
-}
 
 /// Runs `banger` with its config, cache and data inside `home`.
 fn banger(home: &Path, args: &[&str]) -> Output {
@@ -37,17 +20,7 @@ fn banger(home: &Path, args: &[&str]) -> Output {
 
 /// Runs `banger` like [`banger`], with `stdin` as its standard input.
 fn banger_with_stdin(home: &Path, args: &[&str], stdin: Stdio) -> Output {
-    let empty = home.join("empty.toml");
-    fs::write(&empty, "").unwrap();
-    Command::new(env!("CARGO_BIN_EXE_banger"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("BANGER_CONFIG", &empty)
-        .env("BANGER_CACHE_DIR", home.join("cache"))
-        .env("BANGER_DATA_DIR", home.join("data"))
-        .env("BANGER_RUNTIME_DIR", home.join("run"))
+    image_support::banger_command(home, args)
         .stdin(stdin)
         .output()
         .unwrap()
@@ -87,7 +60,7 @@ fn assert_matches_reference(mount: &Mount, name: &str) {
 
 #[test]
 fn pull_export_matches_umoci_unpack() {
-    let registry = registry_address();
+    let registry = image_support::registry_address();
     let home = tempfile::tempdir().unwrap();
     let reference = format!("{registry}/debian:bookworm-banger");
     let pull_args = [

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use banger::image::flatten::{Layer, LayerSource};
 use ext4_writer::{FileData, NodeId, NodeKind, Tree};
@@ -276,4 +278,40 @@ pub fn assert_same_listing(actual: &str, expected: &str, what: &str) {
             .collect::<Vec<_>>()
             .join("\n"),
     );
+}
+
+/// Returns the address of the test registry (`BANGER_TEST_REGISTRY`, default
+/// 127.0.0.1:5055), and panics when nothing listens there.
+pub fn registry_address() -> String {
+    let address =
+        std::env::var("BANGER_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5055".to_owned());
+    let reachable = address
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+        .is_some();
+    assert!(
+        reachable,
+        "test registry {address} is not reachable: start it with tests/fixtures/registry.sh start after tests/fixtures/build-images.sh, or set BANGER_TEST_REGISTRY"
+    );
+    address
+}
+
+/// Builds a `banger` command whose config, cache and data stay in `home`,
+/// so neither the caller's `BANGER_*` variables nor the machine's config
+/// files apply.
+pub fn banger_command(home: &Path, args: &[&str]) -> Command {
+    let empty = home.join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_banger"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("BANGER_CONFIG", &empty)
+        .env("BANGER_CACHE_DIR", home.join("cache"))
+        .env("BANGER_DATA_DIR", home.join("data"))
+        .env("BANGER_RUNTIME_DIR", home.join("run"));
+    command
 }
