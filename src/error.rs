@@ -14,7 +14,7 @@ pub enum ExitCode {
     NotFound = 3,
     /// The request conflicts with existing state (a name in use, a kernel in use).
     Conflict = 4,
-    /// A registry or another remote answered with an error or could not be reached.
+    /// A registry or another remote returned an error or could not be reached.
     Remote = 5,
     /// A host resource (tap, loop device, VMM process, disk space) failed.
     HostResource = 6,

@@ -90,7 +90,7 @@ pub struct ImportArgs {
     #[arg(long, value_name = "NAME[:TAG]")]
     pub name: Option<String>,
 
-    /// Image to take from an archive or OCI layout that holds several, by
+    /// Image to take from an archive or OCI layout that contains several, by
     /// the tag recorded in it (`RepoTags` or the OCI ref name annotation).
     #[arg(long, value_name = "TAG")]
     pub tag: Option<String>,
@@ -360,7 +360,7 @@ fn describe_import(imported: &ImportedImage) -> Result<(NewImage, Vec<Layer>), F
     Ok((new_image, layers))
 }
 
-/// The platform of an image config as `os/arch[/variant]`.
+/// Formats the platform of an image config as `os/arch[/variant]`.
 fn platform_of(config: &ImageConfig) -> String {
     match &config.variant {
         Some(variant) => format!("{}/{}/{variant}", config.os, config.architecture),
@@ -368,7 +368,7 @@ fn platform_of(config: &ImageConfig) -> String {
     }
 }
 
-/// The seed of a reproducible build: the image digest when the source has
+/// Returns the seed of a reproducible build: the image digest when the source has
 /// one, otherwise the diff_ids of its layers.
 fn rootfs_identity(imported: &ImportedImage, layers: &[Layer]) -> String {
     match &imported.digest {

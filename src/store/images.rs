@@ -24,7 +24,7 @@ use crate::image::blob_cache::{BlobCache, CacheError};
 use crate::image::build::INJECTED_VERSION;
 use crate::image::model::{Digest, ImageConfig, LayerBlob, PulledImage};
 
-/// What the store needs to record a new image, from a pull or an import.
+/// A new image for the store to record, from a pull or an import.
 #[derive(Clone, Debug)]
 pub struct NewImage {
     /// Manifest digest (pull, OCI layout), or the config digest when the
